@@ -1,0 +1,140 @@
+"""The pooled database classes, one small hook set per driver.
+
+Each backend answers four questions for the pool (see ``PooledDatabase``):
+is the connection dead by its local flags (``_is_closed``), which socket to
+probe (``_fileno``), does it answer a round trip (``_ping``), and can it be
+cleaned for reuse at check-in (``_can_reuse``).
+"""
+from typing import Any, Optional
+
+from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+
+from ._compat import PostgresqlExtDatabase, Psycopg3Database, SqliteExtDatabase
+from .pool import PooledDatabase
+
+# libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
+_PG_IDLE, _PG_UNKNOWN = 0, 4
+_MYSQL_IN_TRANS = 1     # SERVER_STATUS_IN_TRANS
+
+
+class _PooledPostgresql(PooledDatabase):
+    """Postgres through psycopg2 or psycopg 3 (told apart by the object)."""
+
+    def _is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed) or _pg_status(conn) == _PG_UNKNOWN
+
+    def _fileno(self, conn: Any) -> Optional[int]:
+        return conn.fileno()
+
+    def _ping(self, conn: Any) -> bool:
+        try:
+            conn.cursor().execute('SELECT 1')
+        except Exception:
+            return False
+        return True
+
+    def _can_reuse(self, conn: Any) -> bool:
+        if _pg_status(conn) != _PG_IDLE:
+            _pg_rollback(conn)
+        if self._pool_options.reset_session:
+            conn.cursor().execute('DISCARD ALL')
+        return _pg_status(conn) == _PG_IDLE
+
+
+def _pg_status(conn: Any) -> int:
+    pgconn = getattr(conn, 'pgconn', None)          # psycopg 3
+    if pgconn is not None:
+        return int(pgconn.transaction_status)
+    return conn.get_transaction_status()             # psycopg2
+
+
+def _pg_rollback(conn: Any) -> None:
+    if hasattr(conn, 'pgconn'):
+        conn.rollback()
+    else:
+        # psycopg2 ignores rollback() in autocommit mode (peewee's mode).
+        conn.cursor().execute('ROLLBACK')
+
+
+class PooledPostgresqlDatabase(_PooledPostgresql, PostgresqlDatabase):
+    """Pooled ``peewee.PostgresqlDatabase``."""
+
+
+class PooledPostgresqlExtDatabase(_PooledPostgresql, PostgresqlExtDatabase):
+    """Pooled ``playhouse.postgres_ext.PostgresqlExtDatabase``."""
+
+
+class PooledPsycopg3Database(_PooledPostgresql, Psycopg3Database):
+    """Pooled peewee ``Psycopg3Database`` (psycopg 3)."""
+
+
+class _PooledMySQL(PooledDatabase):
+    """MySQL and MariaDB through pymysql."""
+
+    def _is_closed(self, conn: Any) -> bool:
+        return not conn.open
+
+    def _fileno(self, conn: Any) -> Optional[int]:
+        sock = getattr(conn, '_sock', None)
+        return sock.fileno() if sock is not None else None
+
+    def _ping(self, conn: Any) -> bool:
+        try:
+            # Never reconnect behind the user's back: a silent reconnect
+            # would hand out a connection stripped of its session.
+            conn.ping(reconnect=False)
+        except Exception:
+            return False
+        return True
+
+    def _can_reuse(self, conn: Any) -> bool:
+        if (conn.server_status or 0) & _MYSQL_IN_TRANS:
+            conn.rollback()
+        # pymysql has no session reset: a fresh connection is the reset.
+        return not self._pool_options.reset_session
+
+
+class PooledMySQLDatabase(_PooledMySQL, MySQLDatabase):
+    """Pooled ``peewee.MySQLDatabase`` (pymysql)."""
+
+
+class _PooledSqlite(PooledDatabase):
+    """SQLite: pooled connections move between threads, so
+    ``check_same_thread=False`` is the default. ``':memory:'`` is refused:
+    each pooled connection would be a separate, empty database."""
+
+    def init(self, database: Any, **kwargs: Any) -> None:
+        kwargs.setdefault('check_same_thread', False)
+        super().init(database, **kwargs)
+
+    def _check_database(self, database: Any) -> None:
+        if database == ':memory:' or database == '':
+            raise ValueError(
+                "A pooled SQLite database cannot be ':memory:': each pooled "
+                "connection would open its own empty database. Use a file, "
+                "or a shared in-memory database: 'file:NAME?mode=memory&"
+                "cache=shared' with uri=True.")
+
+    def _is_closed(self, conn: Any) -> bool:
+        try:
+            conn.total_changes
+        except Exception:
+            return True
+        return False
+
+    def _can_reuse(self, conn: Any) -> bool:
+        if conn.in_transaction:
+            conn.rollback()
+        # No session reset in sqlite3: a fresh connection is the reset.
+        return not self._pool_options.reset_session
+
+
+class PooledSqliteDatabase(_PooledSqlite, SqliteDatabase):
+    """Pooled ``peewee.SqliteDatabase``."""
+
+
+if SqliteExtDatabase is not None:
+    class PooledSqliteExtDatabase(_PooledSqlite, SqliteExtDatabase):
+        """Pooled ``playhouse.sqlite_ext.SqliteExtDatabase`` (peewee 3)."""
+else:
+    PooledSqliteExtDatabase = PooledSqliteDatabase  # type: ignore

@@ -1,0 +1,66 @@
+"""execution_context(): a block that runs on a pooled connection of its own."""
+import functools
+from typing import Any, Callable, List, TypeVar
+
+F = TypeVar('F', bound=Callable[..., Any])
+
+
+class ExecutionContext:
+    """Run a block on its own pooled connection, not the thread's current one.
+
+    On entry the thread's connection state is set aside and a connection is
+    checked out; with ``with_transaction`` the block runs in ``atomic()``
+    (commit on success, rollback on an exception). On exit the connection is
+    checked in and the thread's previous state (its connection, open or not,
+    and its transactions) is put back exactly. Blocks nest, each with its own
+    connection. As a decorator, every call gets a context of its own.
+    """
+
+    def __init__(self, database: Any, with_transaction: bool = True) -> None:
+        self.database = database
+        self.with_transaction = with_transaction
+        # One entry per active `with` of this object (re-entrant use).
+        self._frames: List[tuple] = []
+
+    def __enter__(self) -> Any:
+        db = self.database
+        saved = dict(db._state.__dict__)
+        db._state.reset()
+        txn = None
+        try:
+            db.connect()
+            if self.with_transaction:
+                txn = db.atomic()
+                txn.__enter__()
+        except BaseException:
+            self._leave(saved)
+            raise
+        self._frames.append((saved, txn))
+        return db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        saved, txn = self._frames.pop()
+        try:
+            if txn is not None:
+                txn.__exit__(exc_type, exc, tb)
+        finally:
+            self._leave(saved)
+
+    def _leave(self, saved: dict) -> None:
+        db = self.database
+        try:
+            if not db.is_closed():
+                # Whatever the block left open is rolled back at check-in.
+                db._state.transactions = []
+                db.close()
+        finally:
+            db._state.__dict__.clear()
+            db._state.__dict__.update(saved)
+
+    def __call__(self, fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with ExecutionContext(self.database, self.with_transaction):
+                return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+

@@ -1,0 +1,678 @@
+"""PooledDatabase: checkout, check-in, waiting, eviction and statistics.
+
+How the pool keeps its promises (DESIGN.md's rules), in one place:
+
+* One short lock (``_pool_lock``) guards the bookkeeping: the idle heap
+  ``_connections``, the checked-out map ``_in_use``, the waiter queue and
+  ``_reserved``, the count of slots taken by a connect or a close that is
+  under way. Opening, probing, rolling back and closing a connection happen
+  outside it, and peewee's database-wide ``_lock`` is never taken: the
+  connection state it protects is per thread already.
+* A slot is reserved under the lock before a connect and published under it
+  after, so ``idle + in use + reserved`` never exceeds ``max_connections``
+  and a close frees its slot only once the server has let go of it.
+* A thread that must wait queues a ``_Waiter`` and sleeps on it. A returned
+  connection, or a freed slot, goes straight to the first waiter: no polling,
+  no thundering herd, first come first served.
+"""
+import heapq
+import itertools
+import logging
+import math
+import os
+import random
+import select
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from peewee import (InterfaceError, OperationalError,
+                    __exception_wrapper__ as _driver_errors)
+
+from ._options import PoolOptions, pop_options
+from .context import ExecutionContext
+from .errors import MaxConnectionsExceeded, PoolClosedError
+from ._redact import redact
+
+logger = logging.getLogger('playhouse_pool')
+
+# Connect errors worth another attempt inside the deadline: the server is
+# down, restarting or out of slots. Anything else (bad keyword, missing
+# driver, bad credentials as ProgrammingError) surfaces at once.
+_RETRYABLE = (OperationalError, InterfaceError, OSError)
+_BACKOFF_FIRST = 0.05
+_BACKOFF_CAP = 2.0
+
+_POLL_FLAGS = getattr(select, 'POLLIN', 0) | getattr(select, 'POLLPRI', 0)
+
+
+class _PoolConnection:
+    """One connection's life in the pool (idle in the heap or checked out)."""
+    __slots__ = ('conn', 'key', 'opened', 'returned', 'checked_out', 'owner',
+                 'poller', 'stack', 'leak_reported')
+
+    def __init__(self, conn: Any, poller: Any) -> None:
+        now = time.monotonic()
+        self.conn = conn
+        self.key = id(conn)
+        self.opened = now        # heap order and stale_timeout
+        self.returned = now      # last check-in: ping_after and idle_timeout
+        self.checked_out = now
+        self.owner: Optional[threading.Thread] = None
+        self.poller = poller     # select.poll on the socket, or None
+        self.stack: Optional[List[str]] = None   # only with leak_timeout
+        self.leak_reported = False
+
+
+class _Waiter:
+    """A thread waiting for a connection. Exactly one of ``hand`` (a
+    connection), ``grant`` (a free slot: open a new one) or ``fail`` is called
+    on it, by whoever removed it from the queue under the pool lock."""
+    __slots__ = ('_signal', 'record', 'slot', 'error', 'thread')
+
+    def __init__(self) -> None:
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        self.record: Optional[_PoolConnection] = None
+        self.slot = False
+        self.error: Optional[BaseException] = None
+        self.thread = threading.current_thread()
+
+    def wait(self, timeout: float) -> bool:
+        if timeout == math.inf:
+            return self._signal.acquire()
+        return self._signal.acquire(timeout=max(timeout, 0.0))
+
+    def hand(self, record: _PoolConnection) -> None:
+        self.record = record
+        self._signal.release()
+
+    def grant(self) -> None:
+        self.slot = True
+        self._signal.release()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._signal.release()
+
+
+# Connections of a parent process, kept referenced in a forked child so that
+# no driver destructor ever closes (or says goodbye on) the parent's sockets.
+_inherited: List[Any] = []
+_pools: 'weakref.WeakSet[PooledDatabase]' = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool._forget_connections()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PooledDatabase:
+    """Mixin that gives a peewee ``Database`` class a connection pool.
+
+    Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
+    ``connect()`` checks a connection out of the pool, ``close()`` checks it
+    back in. The pool's keywords (``max_connections``, ``stale_timeout``,
+    ``timeout``, ``min_connections``, ``idle_timeout``, ``ping_after``,
+    ``max_waiting``, ``leak_timeout``, ``reset_session``) are documented in
+    README.rst; the rest go to the peewee database.
+    """
+
+    def __init__(self, database: Any, **kwargs: Any) -> None:
+        self._pool_options = PoolOptions().updated(pop_options(kwargs))
+        self._pool_lock = threading.RLock()
+        self._drained = threading.Condition(self._pool_lock)
+        self._connections: List[Tuple[float, int, _PoolConnection]] = []
+        self._in_use: Dict[int, _PoolConnection] = {}
+        # Keys of connections the pool closed while a thread held them
+        # (close_all, close_stale): that thread's close() must not put the
+        # dead connection back. Maps key -> holder, so dead holders expire.
+        self._closed_keys: Dict[int, Optional[threading.Thread]] = {}
+        self._waiters: Deque[_Waiter] = deque()
+        self._reserved = 0
+        self._draining = 0
+        self._heap_seq = itertools.count()
+        self._housekeeper: Optional[threading.Thread] = None
+        self._reset_counters()
+        _pools.add(self)
+        super().__init__(database, **kwargs)
+
+    def init(self, database: Any, **kwargs: Any) -> None:
+        """peewee's deferred initialisation; accepts the pool's keywords too.
+        A bad keyword raises before anything changes."""
+        given = pop_options(kwargs)
+        options = self._pool_options.updated(given)
+        self._check_database(database)
+        super().init(database, **kwargs)
+        self._pool_options = options
+
+    def _check_database(self, database: Any) -> None:
+        """Backends refuse a database the pool cannot share (SQLite memory)."""
+
+    def _reset_counters(self) -> None:
+        self._n_created = self._n_closed = self._n_checkouts = 0
+        self._n_timeouts = self._n_reclaimed = 0
+        self._wait_total = 0.0
+
+    # -- Backend hooks -----------------------------------------------------
+    # The pool opens with the database class's own _connect() and closes with
+    # its _close(conn); backends override these four.
+
+    def _is_closed(self, conn: Any) -> bool:
+        """True if local state already says ``conn`` is dead (no I/O)."""
+        return False
+
+    def _fileno(self, conn: Any) -> Optional[int]:
+        """The connection's socket, for the zero-timeout readability probe."""
+        return None
+
+    def _ping(self, conn: Any) -> bool:
+        """A full round trip: True if the server answered."""
+        return True
+
+    def _can_reuse(self, conn: Any) -> bool:
+        """Check-in: roll back an open transaction (and reset the session if
+        ``reset_session``); False if the connection cannot go back."""
+        return True
+
+    # -- peewee's connection API --------------------------------------------
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        """Check a connection out of the pool for this thread.
+
+        Raises ``MaxConnectionsExceeded`` if none is free in time,
+        ``OperationalError`` if no connection could be opened.
+        """
+        if self.deferred:
+            raise InterfaceError('Error, database must be initialized '
+                                 'before opening a connection.')
+        state = self._state
+        if not state.closed:
+            if reuse_if_open:
+                return False
+            raise OperationalError('Connection already opened.')
+        state.reset()
+        conn = self._checkout()
+        try:
+            with _driver_errors:
+                state.set_connection(conn)
+                if self.server_version is None:
+                    self._set_server_version(conn)
+                self._initialize_connection(conn)
+        except BaseException:
+            state.reset()
+            self._discard_checked_out(conn)
+            raise
+        return True
+
+    def close(self) -> bool:
+        """Check this thread's connection back in (rolled back if a
+        transaction was left open by raw SQL). False if none was open."""
+        if self.deferred:
+            raise InterfaceError('Error, database must be initialized '
+                                 'before opening a connection.')
+        if self.in_transaction():
+            raise OperationalError('Attempting to close database while '
+                                   'transaction is open.')
+        state = self._state
+        if state.closed:
+            return False
+        conn = state.conn
+        state.reset()
+        self._checkin(conn)
+        return True
+
+    def manual_close(self) -> bool:
+        """Really close this thread's connection and free its slot."""
+        if self.is_closed():
+            return False
+        if self.in_transaction():
+            raise OperationalError('Attempting to close database while '
+                                   'transaction is open.')
+        conn = self._state.conn
+        self._state.reset()
+        self._discard_checked_out(conn)
+        return True
+
+    def execution_context(self, with_transaction: bool = True
+                          ) -> ExecutionContext:
+        """A block (``with``) or function (decorator) that runs on a pooled
+        connection of its own, in a transaction unless ``with_transaction``
+        is False; the thread's own connection state is left as it was."""
+        return ExecutionContext(self, with_transaction)
+
+    def dispose(self) -> None:
+        """Forget every connection without closing any (they may belong to
+        another process): the pool starts empty."""
+        self._forget_connections()
+
+    # -- Checkout -----------------------------------------------------------
+
+    def _checkout(self) -> Any:
+        options = self._pool_options
+        wait = options.wait_seconds
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            record = None
+            reclaim: List[_PoolConnection] = []
+            waiter = None
+            with self._pool_lock:
+                if self._draining:
+                    raise PoolClosedError('The pool is shutting down '
+                                          '(close_all is draining it).')
+                if self._connections:
+                    record = heapq.heappop(self._connections)[2]
+                    self._take(record, threading.current_thread())
+                elif self._has_free_slot(options):
+                    self._reserved += 1
+                else:
+                    reclaim = self._collect_abandoned()
+                    if not reclaim:
+                        waiter = self._enqueue_waiter(options, deadline)
+            if record is not None:
+                if self._verify(record, options):
+                    return record.conn
+                # Dead or stale: close it and open a new one in its slot.
+                self._retire(record)
+                return self._open_in_slot(deadline)
+            if reclaim:
+                for abandoned in reclaim:
+                    self._release(abandoned, self._reset(abandoned.conn))
+                continue
+            if waiter is None:
+                return self._open_in_slot(deadline)
+            record = self._wait(waiter, deadline)
+            if record is None:
+                return self._open_in_slot(deadline)    # granted a free slot
+            if self._verify(record, options):
+                return record.conn
+            self._retire(record)
+            return self._open_in_slot(deadline)
+
+    def _take(self, record: _PoolConnection, owner: threading.Thread) -> None:
+        # Under the pool lock: record becomes checked out by owner.
+        record.checked_out = time.monotonic()
+        record.owner = owner
+        record.leak_reported = False
+        if self._pool_options.leak_timeout is not None:
+            record.stack = traceback.format_stack(limit=16)[:-3]
+        self._in_use[record.key] = record
+        self._n_checkouts += 1
+
+    def _has_free_slot(self, options: PoolOptions) -> bool:
+        limit = options.max_connections
+        return limit is None or (len(self._connections) + len(self._in_use)
+                                 + self._reserved) < limit
+
+    def _enqueue_waiter(self, options: PoolOptions,
+                        deadline: Optional[float]) -> _Waiter:
+        # Under the pool lock, with no idle connection and no free slot.
+        if deadline is None:
+            self._n_timeouts += 1
+            raise MaxConnectionsExceeded(
+                'Exceeded maximum connections (max_connections=%s, all in '
+                'use; set timeout to wait for one).' % options.max_connections)
+        if (options.max_waiting is not None
+                and len(self._waiters) >= options.max_waiting):
+            self._n_timeouts += 1
+            raise MaxConnectionsExceeded(
+                'Exceeded maximum connections: max_waiting=%d threads are '
+                'already waiting.' % options.max_waiting)
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _wait(self, waiter: _Waiter,
+              deadline: float) -> Optional[_PoolConnection]:
+        """Sleep until handed a connection (returned) or a slot (None)."""
+        start = time.monotonic()
+        signalled = waiter.wait(deadline - start)
+        with self._pool_lock:
+            self._wait_total += time.monotonic() - start
+            if not signalled:
+                # Timed out; but a hand-off may have raced the deadline: if
+                # it did, the waiter is out of the queue and owns the result.
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    waiter.wait(math.inf)
+                else:
+                    self._n_timeouts += 1
+                    raise MaxConnectionsExceeded(
+                        'Exceeded maximum connections, timed out after %.3gs '
+                        'waiting for a connection (max_connections=%s).'
+                        % (self._pool_options.timeout,
+                           self._pool_options.max_connections))
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.record
+
+    def _verify(self, record: _PoolConnection, options: PoolOptions) -> bool:
+        """Can this idle connection be handed out? Local flags, then one
+        zero-timeout poll of its socket; a round trip only if the socket has
+        something to say or the connection sat idle past ``ping_after``."""
+        conn = record.conn
+        if self._is_closed(conn):
+            logger.debug('Connection %x was closed, discarding.', record.key)
+            return False
+        now = time.monotonic()
+        stale = options.stale_timeout
+        if stale is not None and now - record.opened > stale:
+            logger.debug('Connection %x is stale, recycling.', record.key)
+            return False
+        ping_after = options.ping_after
+        if (record.poller is not None and record.poller.poll(0)) or (
+                ping_after is not None and now - record.returned >= ping_after):
+            if not self._ping(conn):
+                logger.info('Connection %x failed its ping, discarding.',
+                            record.key)
+                return False
+        return True
+
+    # -- Opening and closing (always outside the lock) ----------------------
+
+    def _open_in_slot(self, deadline: Optional[float]) -> Any:
+        """Open a connection in a slot this thread reserved; publish it as
+        checked out. On failure the slot is freed (to a waiter, if any)."""
+        try:
+            conn = self._open(deadline)
+            poller = self._poller(conn)
+        except BaseException:
+            self._free_slots(1)
+            raise
+        record = _PoolConnection(conn, poller)
+        with self._pool_lock:
+            self._reserved -= 1
+            self._n_created += 1
+            self._take(record, threading.current_thread())
+        logger.debug('Opened connection %x.', record.key)
+        self._start_housekeeping()
+        return conn
+
+    def _open(self, deadline: Optional[float]) -> Any:
+        """Open a raw connection; with a deadline, retry failures with capped
+        exponential backoff and jitter until it passes."""
+        attempt = 0
+        while True:
+            try:
+                with _driver_errors:
+                    return self._connect()
+            except _RETRYABLE as exc:
+                if deadline is None:
+                    raise
+                attempt += 1
+                delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                remaining = deadline - time.monotonic()
+                if remaining <= delay:
+                    raise OperationalError(
+                        'playhouse_pool could not connect to %s in %d attempts'
+                        ' within timeout=%s: %s' % (
+                            redact(str(self.database)), attempt,
+                            self._pool_options.timeout,
+                            redact(_describe(exc)))) from exc
+                logger.warning('Connect attempt %d to %s failed (%s); '
+                               'retrying in %.2fs.', attempt,
+                               redact(str(self.database)),
+                               redact(_describe(exc)), delay)
+                time.sleep(delay)
+
+    def _poller(self, conn: Any) -> Any:
+        fd = self._fileno(conn)
+        if fd is None or not hasattr(select, 'poll'):
+            return None
+        poller = select.poll()
+        poller.register(fd, _POLL_FLAGS)
+        return poller
+
+    def _close_raw(self, conn: Any) -> None:
+        try:
+            self._close(conn)
+        except Exception:
+            logger.debug('Error closing connection %x.', id(conn),
+                         exc_info=True)
+
+    def _reset(self, conn: Any) -> bool:
+        """Check-in clean-up, outside the lock; never raises."""
+        try:
+            return not self._is_closed(conn) and self._can_reuse(conn)
+        except Exception:
+            logger.debug('Connection %x failed its reset.', id(conn),
+                         exc_info=True)
+            return False
+
+    def _retire(self, record: _PoolConnection) -> None:
+        """Close a checked-out connection, keeping its slot reserved for the
+        caller, who opens a replacement in it."""
+        with self._pool_lock:
+            self._in_use.pop(record.key, None)
+            self._reserved += 1
+        self._close_raw(record.conn)
+        with self._pool_lock:
+            self._n_closed += 1
+
+    def _free_slots(self, count: int) -> None:
+        """Give ``count`` reserved slots to waiters (first come, first
+        served) or back to the pool."""
+        with self._pool_lock:
+            for _ in range(count):
+                if self._waiters:
+                    self._waiters.popleft().grant()
+                else:
+                    self._reserved -= 1
+
+    # -- Check-in -----------------------------------------------------------
+
+    def _checkin(self, conn: Any) -> None:
+        self._release_key(id(conn), conn, self._reset(conn))
+
+    def _discard_checked_out(self, conn: Any) -> None:
+        self._release_key(id(conn), conn, False)
+
+    def _release_key(self, key: int, conn: Any, reusable: bool) -> None:
+        with self._pool_lock:
+            record = self._in_use.get(key)
+            if record is None or record.conn is not conn:
+                # Closed by the pool while held (close_all, close_stale).
+                self._closed_keys.pop(key, None)
+                return
+        self._release(record, reusable)
+
+    def _release(self, record: _PoolConnection, reusable: bool) -> None:
+        """Return a checked-out connection: to the first waiter, to the idle
+        heap, or (broken, stale, or the pool is draining) closed."""
+        options = self._pool_options
+        now = time.monotonic()
+        if reusable and options.stale_timeout is not None:
+            reusable = now - record.opened <= options.stale_timeout
+        with self._pool_lock:
+            if self._in_use.pop(record.key, None) is None:
+                return              # closed by the pool meanwhile
+            if reusable:
+                record.returned = now
+                record.stack = None
+                if self._waiters:
+                    waiter = self._waiters.popleft()
+                    self._take(record, waiter.thread)
+                    waiter.hand(record)
+                else:
+                    heapq.heappush(self._connections,
+                                   (record.opened, next(self._heap_seq),
+                                    record))
+                if self._draining and not self._in_use:
+                    self._drained.notify_all()
+                return
+            self._reserved += 1
+            if self._draining and not self._in_use:
+                self._drained.notify_all()
+        self._close_raw(record.conn)
+        with self._pool_lock:
+            self._n_closed += 1
+        self._free_slots(1)
+
+    # -- Reclaiming what threads abandoned -----------------------------------
+
+    def _collect_abandoned(self) -> List[_PoolConnection]:
+        """Under the lock: take back connections whose thread has ended
+        without close(). Called before a checkout would wait or fail."""
+        dead = [r for r in self._in_use.values()
+                if r.owner is not None and not r.owner.is_alive()]
+        for record in dead:
+            # Back to "checked out by nobody": _release() returns it.
+            record.owner = None
+            self._n_reclaimed += 1
+            logger.warning('Reclaimed connection %x from thread %r, which '
+                           'ended without closing it.', record.key,
+                           _thread_name(record))
+        for key, holder in list(self._closed_keys.items()):
+            if holder is not None and not holder.is_alive():
+                del self._closed_keys[key]
+        return dead
+
+    # -- Pool-wide operations -----------------------------------------------
+
+    def close_idle(self) -> int:
+        """Close every idle connection; returns how many."""
+        with self._pool_lock:
+            idle = [entry[2] for entry in self._connections]
+            self._connections = []
+            self._reserved += len(idle)
+        self._close_records(idle)
+        return len(idle)
+
+    def close_stale(self, age: float = 600) -> int:
+        """Close connections checked out more than ``age`` seconds ago (their
+        holders' later ``close()`` is a no-op); returns how many."""
+        cutoff = time.monotonic() - _seconds_arg('age', age)
+        with self._pool_lock:
+            stale = [r for r in self._in_use.values() if r.checked_out < cutoff]
+            self._take_back(stale)
+        self._close_records(stale)
+        return len(stale)
+
+    def close_all(self, timeout: Optional[float] = None) -> int:
+        """Close every connection, idle and checked out, and fail waiting
+        threads with ``PoolClosedError``. With ``timeout`` (seconds), first
+        refuse new checkouts and wait up to that long for checked-out
+        connections to come back. The calling thread's own connection is
+        closed too. The pool stays usable: the next checkout opens a new
+        connection. Returns how many connections were closed."""
+        wait = _seconds_arg('timeout', timeout)
+        if not self._state.closed:
+            own = self._state.conn
+            self._state.reset()
+            self._discard_checked_out(own)
+        with self._pool_lock:
+            self._fail_waiters(PoolClosedError(
+                'The pool was closed (close_all) while waiting.'))
+            if wait:
+                self._draining += 1
+                try:
+                    self._drained.wait_for(lambda: not self._in_use, wait)
+                finally:
+                    self._draining -= 1
+            records = [entry[2] for entry in self._connections]
+            self._connections = []
+            self._reserved += len(records)
+            held = list(self._in_use.values())
+            self._take_back(held)
+        self._close_records(records + held)
+        return len(records) + len(held)
+
+    def _take_back(self, held: List[_PoolConnection]) -> None:
+        # Under the lock: the pool closes these while threads hold them.
+        for record in held:
+            del self._in_use[record.key]
+            self._closed_keys[record.key] = record.owner
+        self._reserved += len(held)
+
+    def _close_records(self, records: List[_PoolConnection]) -> None:
+        for record in records:
+            self._close_raw(record.conn)
+        with self._pool_lock:
+            self._n_closed += len(records)
+        self._free_slots(len(records))
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        while self._waiters:
+            self._waiters.popleft().fail(error)
+
+    def _forget_connections(self) -> None:
+        """Drop all bookkeeping without closing anything: after a fork the
+        parent's connections stay referenced, never closed or used."""
+        self._pool_lock = threading.RLock()
+        self._drained = threading.Condition(self._pool_lock)
+        records = [e[2] for e in self._connections] + list(
+            self._in_use.values())
+        _inherited.extend(r.conn for r in records)
+        self._connections = []
+        self._in_use = {}
+        self._closed_keys = {}
+        self._waiters = deque()
+        self._reserved = 0
+        self._draining = 0
+        self._housekeeper = None
+        self._state.reset()
+
+    def pool_stats(self) -> Dict[str, Any]:
+        """A snapshot of the pool, cheap enough to call per request.
+
+        ``open == in_use + idle``; ``created``, ``closed``, ``checkouts``,
+        ``timeouts``, ``reclaimed`` and ``wait_seconds`` (total seconds threads
+        spent waiting) only grow.
+        """
+        with self._pool_lock:
+            idle = len(self._connections)
+            in_use = len(self._in_use)
+            return {
+                'max_connections': self._pool_options.max_connections or 0,
+                'open': idle + in_use,
+                'in_use': in_use,
+                'idle': idle,
+                'waiting': len(self._waiters),
+                'created': self._n_created,
+                'closed': self._n_closed,
+                'checkouts': self._n_checkouts,
+                'timeouts': self._n_timeouts,
+                'reclaimed': self._n_reclaimed,
+                'wait_seconds': self._wait_total,
+            }
+
+    def __repr__(self) -> str:
+        stats = self.pool_stats()
+        return '<%s %r open=%d in_use=%d idle=%d max_connections=%s>' % (
+            type(self).__name__, redact(str(self.database)), stats['open'],
+            stats['in_use'], stats['idle'], stats['max_connections'] or None)
+
+    # -- Housekeeping (idle eviction and leak warnings) ---------------------
+
+    def _start_housekeeping(self) -> None:
+        """Placeholder until idle eviction lands: nothing runs by itself."""
+
+
+def _describe(exc: BaseException) -> str:
+    return '%s: %s' % (type(exc).__name__, str(exc).strip())
+
+
+def _thread_name(record: _PoolConnection) -> str:
+    return record.owner.name if record.owner is not None else '?'
+
+
+def _seconds_arg(name: str, value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError('%s must be a number of seconds, not %s'
+                        % (name, type(value).__name__))
+    if value < 0:
+        raise ValueError('%s must be >= 0 seconds, got %r' % (name, value))
+    return float(value)
+
+
