@@ -565,11 +565,13 @@ class PooledDatabase:
         closed too. The pool stays usable: the next checkout opens a new
         connection. Returns how many connections were closed."""
         wait = _seconds_arg('timeout', timeout)
-        if not self._state.closed:
-            own = self._state.conn
-            self._state.reset()
-            self._discard_checked_out(own)
+        own_key = None if self._state.closed else id(self._state.conn)
+        self._state.reset()
         with self._pool_lock:
+            # The caller's own connection is not waited for: it goes now.
+            own = self._in_use.pop(own_key, None) if own_key else None
+            records = [own] if own is not None else []
+            self._reserved += len(records)
             self._fail_waiters(PoolClosedError(
                 'The pool was closed (close_all) while waiting.'))
             if wait:
@@ -578,9 +580,10 @@ class PooledDatabase:
                     self._drained.wait_for(lambda: not self._in_use, wait)
                 finally:
                     self._draining -= 1
-            records = [entry[2] for entry in self._connections]
+            idle = [entry[2] for entry in self._connections]
             self._connections = []
-            self._reserved += len(records)
+            self._reserved += len(idle)
+            records += idle
             held = list(self._in_use.values())
             self._take_back(held)
         self._close_records(records + held)

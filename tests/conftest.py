@@ -1,0 +1,300 @@
+"""Real servers for the tests, one parametrized ``backend`` fixture.
+
+Server addresses come from PLAYHOUSE_POOL_TEST_POSTGRES and
+PLAYHOUSE_POOL_TEST_MYSQL. An unreachable server skips its tests, unless
+PLAYHOUSE_POOL_REQUIRE names it (``postgres,mysql``): then they fail.
+"""
+import os
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Optional
+from urllib.parse import urlparse
+
+import peewee
+import pytest
+
+import playhouse_pool as pp
+
+POSTGRES_URL = os.environ.get('PLAYHOUSE_POOL_TEST_POSTGRES',
+                              'postgresql://postgres@127.0.0.1:5432/test')
+MYSQL_URL = os.environ.get('PLAYHOUSE_POOL_TEST_MYSQL',
+                           'mysql://root@127.0.0.1:3306/test')
+REQUIRED = {name.strip() for name in
+            os.environ.get('PLAYHOUSE_POOL_REQUIRE', '').split(',')
+            if name.strip()}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
+               what: str = 'condition') -> Any:
+    """Wait for a condition the test cannot be signalled about (the server's
+    view, another thread's progress). Fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail('timed out waiting for %s' % what)
+        time.sleep(0.005)
+
+
+def _url_kwargs(url: str) -> Dict[str, Any]:
+    parsed = urlparse(url)
+    kwargs: Dict[str, Any] = {'host': parsed.hostname or '127.0.0.1'}
+    if parsed.port:
+        kwargs['port'] = parsed.port
+    if parsed.username:
+        kwargs['user'] = parsed.username
+    if parsed.password:
+        kwargs['password'] = parsed.password
+    kwargs['database'] = parsed.path.lstrip('/')
+    return kwargs
+
+
+class Backend:
+    """What a test needs to know about one server and driver."""
+    name = ''
+    server = ''        # 'postgres', 'mysql' or 'sqlite'
+    kills = True       # the server can terminate a connection
+
+    def __init__(self, tmp_path: Any) -> None:
+        self.tmp_path = tmp_path
+        self.tag = 'pp_%s' % uuid.uuid4().hex[:10]
+        self._admin: Optional[Any] = None
+        self._dbs: List[Any] = []
+
+    # Databases
+    def make_db(self, **kwargs: Any) -> Any:
+        db = self._make_db(**kwargs)
+        self._dbs.append(db)
+        return db
+
+    def _make_db(self, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for db in self._dbs:
+            try:
+                db.close_all()
+            except Exception:
+                pass
+        if self._admin is not None:
+            self._admin.close()
+
+    # The server's view
+    def conn_id(self, db: Any) -> int:
+        """The server's id for this thread's connection of ``db``."""
+        raise NotImplementedError
+
+    def kill(self, conn_id: int) -> None:
+        """Terminate a connection server-side and wait until it is gone."""
+        raise NotImplementedError
+
+    def server_ids(self) -> set:
+        """Ids of the server's connections opened by this test's pools."""
+        raise NotImplementedError
+
+    def last_activity(self, conn_id: int) -> Any:
+        """Something the server changes whenever the connection runs a
+        statement (to prove a checkout sent nothing)."""
+        raise NotImplementedError
+
+    def admin_query(self, sql: str, params: tuple = ()) -> List[tuple]:
+        cursor = self.admin.cursor()
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+class PostgresBackend(Backend):
+    server = 'postgres'
+
+    def _make_db(self, **kwargs: Any) -> Any:
+        params = _url_kwargs(POSTGRES_URL)
+        params.update(kwargs)
+        params.setdefault('application_name', self.tag)
+        return self.db_class(params.pop('database'), **params)
+
+    @property
+    def admin(self) -> Any:
+        if self._admin is None:
+            import psycopg2
+            params = _url_kwargs(POSTGRES_URL)
+            self._admin = psycopg2.connect(dbname=params.pop('database'),
+                                           **params)
+            self._admin.autocommit = True
+        return self._admin
+
+    def conn_id(self, db: Any) -> int:
+        return db.execute_sql('SELECT pg_backend_pid()').fetchone()[0]
+
+    def kill(self, conn_id: int) -> None:
+        self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
+        wait_until(lambda: not self.admin_query(
+            'SELECT 1 FROM pg_stat_activity WHERE pid = %s', (conn_id,)),
+            what='backend %d to exit' % conn_id)
+
+    def server_ids(self) -> set:
+        return {row[0] for row in self.admin_query(
+            'SELECT pid FROM pg_stat_activity WHERE application_name = %s',
+            (self.tag,))}
+
+    def last_activity(self, conn_id: int) -> Any:
+        return self.admin_query(
+            'SELECT state_change, query FROM pg_stat_activity '
+            'WHERE pid = %s', (conn_id,))
+
+
+class Psycopg2Backend(PostgresBackend):
+    name = 'psycopg2'
+    db_class = pp.PooledPostgresqlExtDatabase
+
+
+class Psycopg3Backend(PostgresBackend):
+    name = 'psycopg3'
+    db_class = pp.PooledPsycopg3Database
+
+
+class MySQLBackend(Backend):
+    name = 'mysql'
+    server = 'mysql'
+
+    def _make_db(self, **kwargs: Any) -> Any:
+        # A database of its own per test: the process list's DB column then
+        # tells this test's connections apart from everyone else's.
+        self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
+        params = _url_kwargs(MYSQL_URL)
+        params.update(kwargs)
+        params['database'] = self.tag
+        return pp.PooledMySQLDatabase(params.pop('database'), **params)
+
+    def close(self) -> None:
+        super().close()
+        if self._dbs:
+            import pymysql
+            params = _url_kwargs(MYSQL_URL)
+            admin = pymysql.connect(database=params.pop('database'),
+                                    autocommit=True, **params)
+            admin.cursor().execute('DROP DATABASE IF EXISTS %s' % self.tag)
+            admin.close()
+
+    @property
+    def admin(self) -> Any:
+        if self._admin is None:
+            import pymysql
+            params = _url_kwargs(MYSQL_URL)
+            self._admin = pymysql.connect(database=params.pop('database'),
+                                          autocommit=True, **params)
+        return self._admin
+
+    def conn_id(self, db: Any) -> int:
+        return db.execute_sql('SELECT CONNECTION_ID()').fetchone()[0]
+
+    def kill(self, conn_id: int) -> None:
+        self.admin_query('KILL %s', (conn_id,))
+        wait_until(lambda: not self.admin_query(
+            'SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s',
+            (conn_id,)), what='connection %d to end' % conn_id)
+
+    def server_ids(self) -> set:
+        return {row[0] for row in self.admin_query(
+            'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s',
+            (self.tag,))}
+
+    def last_activity(self, conn_id: int) -> Any:
+        return self.admin_query(
+            'SELECT QUERY_ID, TIME_MS FROM information_schema.PROCESSLIST '
+            'WHERE ID = %s', (conn_id,))[0][0]
+
+
+class SqliteBackend(Backend):
+    name = 'sqlite'
+    server = 'sqlite'
+    kills = False
+
+    def _make_db(self, **kwargs: Any) -> Any:
+        return pp.PooledSqliteDatabase(str(self.tmp_path / 'test.db'),
+                                       **kwargs)
+
+    def conn_id(self, db: Any) -> int:
+        return id(db.connection())
+
+
+_reachable: Dict[str, Optional[str]] = {}
+
+
+def _unreachable_reason(server: str) -> Optional[str]:
+    """None if the server answers, else why not (checked once per run)."""
+    if server not in _reachable:
+        try:
+            if server == 'postgres':
+                db = peewee.PostgresqlDatabase(**_url_kwargs(POSTGRES_URL))
+            else:
+                db = peewee.MySQLDatabase(**_url_kwargs(MYSQL_URL))
+            db.connect()
+            db.close()
+            _reachable[server] = None
+        except Exception as exc:
+            _reachable[server] = '%s server unreachable: %s' % (server, exc)
+    return _reachable[server]
+
+
+BACKENDS = [SqliteBackend, Psycopg2Backend, Psycopg3Backend, MySQLBackend]
+
+
+def _require(server: str) -> None:
+    if server == 'sqlite':
+        return
+    reason = _unreachable_reason(server)
+    if reason is None:
+        return
+    if server in REQUIRED:
+        pytest.fail('%s (PLAYHOUSE_POOL_REQUIRE names it)' % reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+def backend(request: Any, tmp_path: Any) -> Iterator[Backend]:
+    """Every backend: SQLite, Postgres (psycopg2, psycopg 3), MySQL."""
+    yield from _backend(request.param, tmp_path)
+
+
+SERVER_BACKENDS = [Psycopg2Backend, Psycopg3Backend, MySQLBackend]
+
+
+@pytest.fixture(params=SERVER_BACKENDS, ids=[b.name for b in SERVER_BACKENDS])
+def server_backend(request: Any, tmp_path: Any) -> Iterator[Backend]:
+    """The backends with a server that can kill connections."""
+    yield from _backend(request.param, tmp_path)
+
+
+def _backend(cls: Any, tmp_path: Any) -> Iterator[Backend]:
+    _require(cls.server)
+    b = cls(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def run_threads(count: int, target: Callable[[int], Any],
+                timeout: float = 30.0) -> List[Any]:
+    """Run ``target(i)`` in ``count`` threads; re-raise the first error."""
+    results: List[Any] = [None] * count
+    errors: List[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), 'thread did not finish'
+    if errors:
+        raise errors[0]
+    return results
