@@ -35,6 +35,7 @@ from peewee import (InterfaceError, OperationalError,
 from ._options import PoolOptions, pop_options
 from .context import ExecutionContext
 from .errors import MaxConnectionsExceeded, PoolClosedError
+from .housekeeping import Housekeeper, tick_seconds
 from ._redact import redact
 
 logger = logging.getLogger('playhouse_pool')
@@ -52,7 +53,7 @@ _POLL_FLAGS = getattr(select, 'POLLIN', 0) | getattr(select, 'POLLPRI', 0)
 class _PoolConnection:
     """One connection's life in the pool (idle in the heap or checked out)."""
     __slots__ = ('conn', 'key', 'opened', 'returned', 'checked_out', 'owner',
-                 'poller', 'stack', 'leak_reported')
+                 'poller', 'stack', 'leak_reported', 'dirty')
 
     def __init__(self, conn: Any, poller: Any) -> None:
         now = time.monotonic()
@@ -65,6 +66,7 @@ class _PoolConnection:
         self.poller = poller     # select.poll on the socket, or None
         self.stack: Optional[List[str]] = None   # only with leak_timeout
         self.leak_reported = False
+        self.dirty = False       # reclaimed: the next taker resets it first
 
 
 class _Waiter:
@@ -97,6 +99,24 @@ class _Waiter:
     def fail(self, error: BaseException) -> None:
         self.error = error
         self._signal.release()
+
+
+class _ThreadGuard:
+    """Lives in a thread-local of the pool for each thread that checked a
+    connection out. When the thread (or greenlet) ends, its locals are freed
+    and this reclaims whatever the thread still held, at once: threads
+    already waiting for a connection are not left waiting for nothing."""
+    __slots__ = ('pool', 'thread')
+
+    def __init__(self, pool: 'PooledDatabase') -> None:
+        self.pool = weakref.ref(pool)
+        self.thread = threading.current_thread()
+
+    def __del__(self) -> None:
+        pool = self.pool()
+        if pool is not None:
+            with pool._pool_lock:
+                pool._reclaim_abandoned(self.thread)
 
 
 # Connections of a parent process, kept referenced in a forked child so that
@@ -139,7 +159,8 @@ class PooledDatabase:
         self._reserved = 0
         self._draining = 0
         self._heap_seq = itertools.count()
-        self._housekeeper: Optional[threading.Thread] = None
+        self._housekeeper: Optional[Housekeeper] = None
+        self._guards = threading.local()
         self._reset_counters()
         _pools.add(self)
         super().__init__(database, **kwargs)
@@ -256,43 +277,46 @@ class PooledDatabase:
     # -- Checkout -----------------------------------------------------------
 
     def _checkout(self) -> Any:
+        record = self._acquire()
+        if getattr(self._guards, 'guard', None) is None:
+            self._guards.guard = _ThreadGuard(self)
+        if self._pool_options.leak_timeout is not None:
+            record.stack = _caller_stack()
+        return record.conn
+
+    def _acquire(self) -> _PoolConnection:
         options = self._pool_options
         wait = options.wait_seconds
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             record = None
-            reclaim: List[_PoolConnection] = []
             waiter = None
             with self._pool_lock:
                 if self._draining:
                     raise PoolClosedError('The pool is shutting down '
                                           '(close_all is draining it).')
+                if not self._connections and not self._has_free_slot(options):
+                    self._reclaim_abandoned()    # may refill the idle heap
                 if self._connections:
                     record = heapq.heappop(self._connections)[2]
                     self._take(record, threading.current_thread())
                 elif self._has_free_slot(options):
                     self._reserved += 1
                 else:
-                    reclaim = self._collect_abandoned()
-                    if not reclaim:
-                        waiter = self._enqueue_waiter(options, deadline)
+                    waiter = self._enqueue_waiter(options, deadline)
             if record is not None:
                 if self._verify(record, options):
-                    return record.conn
+                    return record
                 # Dead or stale: close it and open a new one in its slot.
                 self._retire(record)
                 return self._open_in_slot(deadline)
-            if reclaim:
-                for abandoned in reclaim:
-                    self._release(abandoned, self._reset(abandoned.conn))
-                continue
             if waiter is None:
                 return self._open_in_slot(deadline)
             record = self._wait(waiter, deadline)
             if record is None:
                 return self._open_in_slot(deadline)    # granted a free slot
             if self._verify(record, options):
-                return record.conn
+                return record
             self._retire(record)
             return self._open_in_slot(deadline)
 
@@ -301,8 +325,6 @@ class PooledDatabase:
         record.checked_out = time.monotonic()
         record.owner = owner
         record.leak_reported = False
-        if self._pool_options.leak_timeout is not None:
-            record.stack = traceback.format_stack(limit=16)[:-3]
         self._in_use[record.key] = record
         self._n_checkouts += 1
 
@@ -359,6 +381,10 @@ class PooledDatabase:
         zero-timeout poll of its socket; a round trip only if the socket has
         something to say or the connection sat idle past ``ping_after``."""
         conn = record.conn
+        if record.dirty:
+            record.dirty = False
+            if not self._reset(conn):
+                return False
         if self._is_closed(conn):
             logger.debug('Connection %x was closed, discarding.', record.key)
             return False
@@ -378,7 +404,7 @@ class PooledDatabase:
 
     # -- Opening and closing (always outside the lock) ----------------------
 
-    def _open_in_slot(self, deadline: Optional[float]) -> Any:
+    def _open_in_slot(self, deadline: Optional[float]) -> _PoolConnection:
         """Open a connection in a slot this thread reserved; publish it as
         checked out. On failure the slot is freed (to a waiter, if any)."""
         try:
@@ -394,7 +420,7 @@ class PooledDatabase:
             self._take(record, threading.current_thread())
         logger.debug('Opened connection %x.', record.key)
         self._start_housekeeping()
-        return conn
+        return record
 
     def _open(self, deadline: Optional[float]) -> Any:
         """Open a raw connection; with a deadline, retry failures with capped
@@ -497,17 +523,7 @@ class PooledDatabase:
                 return              # closed by the pool meanwhile
             if reusable:
                 record.returned = now
-                record.stack = None
-                if self._waiters:
-                    waiter = self._waiters.popleft()
-                    self._take(record, waiter.thread)
-                    waiter.hand(record)
-                else:
-                    heapq.heappush(self._connections,
-                                   (record.opened, next(self._heap_seq),
-                                    record))
-                if self._draining and not self._in_use:
-                    self._drained.notify_all()
+                self._give_back(record)
                 return
             self._reserved += 1
             if self._draining and not self._in_use:
@@ -517,24 +533,43 @@ class PooledDatabase:
             self._n_closed += 1
         self._free_slots(1)
 
+    def _give_back(self, record: _PoolConnection) -> None:
+        # Under the lock: a usable connection goes to the first waiter, or
+        # to the idle heap if nobody waits.
+        record.stack = None
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            self._take(record, waiter.thread)
+            waiter.hand(record)
+        else:
+            heapq.heappush(self._connections,
+                           (record.opened, next(self._heap_seq), record))
+        if self._draining and not self._in_use:
+            self._drained.notify_all()
+
     # -- Reclaiming what threads abandoned -----------------------------------
 
-    def _collect_abandoned(self) -> List[_PoolConnection]:
-        """Under the lock: take back connections whose thread has ended
-        without close(). Called before a checkout would wait or fail."""
+    def _reclaim_abandoned(self, ended: Optional[threading.Thread] = None
+                           ) -> int:
+        """Under the lock: take back connections held by a thread that ended
+        without close() (``ended``, from its guard; or any dead owner, before
+        a checkout would wait or fail). They go back as if returned, marked
+        dirty: whoever takes one next rolls it back first, outside the lock."""
         dead = [r for r in self._in_use.values()
-                if r.owner is not None and not r.owner.is_alive()]
+                if r.owner is ended or (ended is None and r.owner is not None
+                                        and not r.owner.is_alive())]
         for record in dead:
-            # Back to "checked out by nobody": _release() returns it.
-            record.owner = None
-            self._n_reclaimed += 1
             logger.warning('Reclaimed connection %x from thread %r, which '
                            'ended without closing it.', record.key,
                            _thread_name(record))
+            del self._in_use[record.key]
+            record.dirty = True
+            self._n_reclaimed += 1
+            self._give_back(record)
         for key, holder in list(self._closed_keys.items()):
-            if holder is not None and not holder.is_alive():
+            if holder is ended or (holder is not None and not holder.is_alive()):
                 del self._closed_keys[key]
-        return dead
+        return len(dead)
 
     # -- Pool-wide operations -----------------------------------------------
 
@@ -622,6 +657,7 @@ class PooledDatabase:
         self._reserved = 0
         self._draining = 0
         self._housekeeper = None
+        self._guards = threading.local()
         self._state.reset()
 
     def pool_stats(self) -> Dict[str, Any]:
@@ -657,11 +693,77 @@ class PooledDatabase:
     # -- Housekeeping (idle eviction and leak warnings) ---------------------
 
     def _start_housekeeping(self) -> None:
-        """Placeholder until idle eviction lands: nothing runs by itself."""
+        options = self._pool_options
+        if self._housekeeper is not None or (options.idle_timeout is None and
+                                             options.leak_timeout is None):
+            return
+        with self._pool_lock:
+            if self._housekeeper is not None:
+                return
+            self._housekeeper = Housekeeper(self)
+        self._housekeeper.start()
+
+    def _housekeep(self) -> float:
+        """One round of the housekeeper; returns seconds until the next."""
+        options = self._pool_options
+        if options.idle_timeout is not None:
+            self._evict_idle(options.idle_timeout, options.min_connections)
+        if options.leak_timeout is not None:
+            self._report_leaks(options.leak_timeout)
+        with self._pool_lock:
+            self._reclaim_abandoned()
+        return tick_seconds(options.idle_timeout, options.leak_timeout)
+
+    def _evict_idle(self, idle_timeout: float, keep: int) -> int:
+        """Close connections idle longer than ``idle_timeout``, never taking
+        the pool below ``keep`` open connections."""
+        cutoff = time.monotonic() - idle_timeout
+        with self._pool_lock:
+            spare = (len(self._connections) + len(self._in_use)
+                     + self._reserved - keep)
+            expired = sorted((e for e in self._connections
+                              if e[2].returned < cutoff),
+                             key=lambda e: e[2].returned)[:max(spare, 0)]
+            if not expired:
+                return 0
+            gone = {id(e) for e in expired}
+            self._connections = [e for e in self._connections
+                                 if id(e) not in gone]
+            heapq.heapify(self._connections)
+            self._reserved += len(expired)
+        logger.debug('Closing %d connection(s) idle for over %.3gs.',
+                     len(expired), idle_timeout)
+        self._close_records([e[2] for e in expired])
+        return len(expired)
+
+    def _report_leaks(self, leak_timeout: float) -> None:
+        cutoff = time.monotonic() - leak_timeout
+        with self._pool_lock:
+            leaked = [r for r in self._in_use.values()
+                      if r.checked_out < cutoff and not r.leak_reported]
+            for record in leaked:
+                record.leak_reported = True
+        for record in leaked:
+            logger.warning(
+                'Connection %x has been checked out by thread %r for over '
+                '%.3gs (leak_timeout); checked out at:\n%s', record.key,
+                _thread_name(record), leak_timeout,
+                ''.join(record.stack or ['(stack not recorded)\n']))
 
 
 def _describe(exc: BaseException) -> str:
     return '%s: %s' % (type(exc).__name__, str(exc).strip())
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stack() -> List[str]:
+    """Where the application checked the connection out (our frames and
+    peewee's connect() plumbing left out)."""
+    frames = [f for f in traceback.extract_stack(limit=32)
+              if not f.filename.startswith(_PACKAGE_DIR)]
+    return traceback.format_list(frames[-12:])
 
 
 def _thread_name(record: _PoolConnection) -> str:

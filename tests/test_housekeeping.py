@@ -1,0 +1,113 @@
+"""What the pool does by itself: idle eviction, leak warnings, reclaiming
+connections of threads that ended without close()."""
+import logging
+import threading
+
+from conftest import run_threads, wait_until
+from test_pool import count_items, make_model
+
+
+def open_idle(db, count):
+    barrier = threading.Barrier(count)
+
+    def hold(_):
+        db.connect()
+        barrier.wait()
+        db.close()
+    run_threads(count, hold)
+
+
+def test_idle_connections_are_closed_after_idle_timeout(backend):
+    db = backend.make_db(idle_timeout=0.05)
+    open_idle(db, 3)
+    wait_until(lambda: db.pool_stats()['open'] == 0, what='idle eviction')
+    assert db.pool_stats()['closed'] == 3
+    db.connect()
+    assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+    db.close()
+
+
+def test_idle_eviction_keeps_min_connections(backend):
+    db = backend.make_db(idle_timeout=0.05, min_connections=2)
+    open_idle(db, 4)
+    wait_until(lambda: db.pool_stats()['closed'] == 2, what='idle eviction')
+    # Several more rounds of the housekeeper leave the minimum alone.
+    for _ in range(3):
+        db._housekeep()
+    assert db.pool_stats()['open'] == 2
+
+
+def test_checked_out_connections_are_not_evicted_as_idle(backend):
+    db = backend.make_db(idle_timeout=0.05)
+    db.connect()
+    conn = db.connection()
+    db._evict_idle(0.0, 0)
+    assert db.pool_stats()['in_use'] == 1
+    assert not db._is_closed(conn)
+    db.close()
+
+
+def test_leak_warning_names_the_checkout_stack(backend, caplog):
+    db = backend.make_db(leak_timeout=0.05)
+    caplog.set_level(logging.WARNING, logger='playhouse_pool')
+
+    def checkout_here_and_forget():
+        db.connect()
+
+    checkout_here_and_forget()
+    wait_until(lambda: any('leak_timeout' in r.getMessage()
+                           for r in caplog.records), what='a leak warning')
+    leaks = [r.getMessage() for r in caplog.records
+             if 'leak_timeout' in r.getMessage()]
+    assert len(leaks) == 1
+    assert 'checkout_here_and_forget' in leaks[0]
+    db._report_leaks(0.0)            # reported once per checkout
+    assert len([r for r in caplog.records
+                if 'leak_timeout' in r.getMessage()]) == 1
+    db.close()
+
+
+def test_connection_of_a_dead_thread_is_reclaimed(backend, caplog):
+    db = backend.make_db(max_connections=1)
+    caplog.set_level(logging.WARNING, logger='playhouse_pool')
+
+    def forget_to_close(_):
+        db.connect()
+        return db.connection()
+
+    [conn] = run_threads(1, forget_to_close)
+    db.connect()                     # would fail without reclamation
+    assert db.connection() is conn
+    db.close()
+    assert db.pool_stats()['reclaimed'] == 1
+    assert any('Reclaimed' in r.getMessage() and 'Thread-' in r.getMessage()
+               for r in caplog.records)
+
+
+def test_reclaimed_connection_is_rolled_back(backend):
+    db = backend.make_db(max_connections=1)
+    Item = make_model(db, backend)
+
+    def die_in_a_transaction(_):
+        db.connect()
+        db.execute_sql('BEGIN')
+        Item.create(name='never committed')
+
+    run_threads(1, die_in_a_transaction)
+    db.connect()
+    assert Item.select().count() == 0
+    db.close()
+    assert count_items(backend, db, Item) == 0
+
+
+def test_service_whose_threads_never_close_keeps_running(backend):
+    db = backend.make_db(max_connections=2, timeout=30)
+
+    def request(_):
+        db.connect()
+        return db.execute_sql('SELECT 1').fetchone()[0]
+
+    for _ in range(10):
+        assert run_threads(4, request) == [1, 1, 1, 1]
+    stats = db.pool_stats()
+    assert stats['open'] <= 2 and stats['reclaimed'] >= 38

@@ -1,0 +1,119 @@
+"""Waiting for a connection: first come first served, deadlines, limits."""
+import threading
+
+import pytest
+
+import playhouse_pool as pp
+from conftest import run_threads, wait_until
+
+
+def start_waiter(db, name, outcome, then_close=True):
+    """A thread that checks out (waiting), notes what happened, closes."""
+    def run():
+        try:
+            db.connect()
+        except pp.MaxConnectionsExceeded as exc:
+            outcome.append((name, exc))
+            return
+        outcome.append((name, db.connection()))
+        if then_close:
+            db.close()
+    thread = threading.Thread(target=run, name=name)
+    before = db.pool_stats()['waiting']
+    thread.start()
+    wait_until(lambda: db.pool_stats()['waiting'] == before + 1,
+               what='%s to queue' % name)
+    return thread
+
+
+def test_waiters_are_served_in_arrival_order(backend):
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    served = []
+    threads = [start_waiter(db, 'w%d' % i, served) for i in range(5)]
+    db.close()                       # hands off w0, who hands off w1, ...
+    for t in threads:
+        t.join(10)
+    assert [name for name, _ in served] == ['w0', 'w1', 'w2', 'w3', 'w4']
+    assert db.pool_stats()['created'] == 1
+
+
+def test_a_freed_slot_goes_to_the_first_waiter(backend):
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    served = []
+    threads = [start_waiter(db, 'w%d' % i, served) for i in range(2)]
+    db.manual_close()                # no connection to hand: a slot instead
+    for t in threads:
+        t.join(10)
+    assert [name for name, _ in served] == ['w0', 'w1']
+    assert db.pool_stats()['open'] == 1
+
+
+def test_waiter_past_its_deadline_raises_and_takes_nothing_after(backend):
+    db = backend.make_db(max_connections=1, timeout=0.05)
+    db.connect()
+    outcome = []
+
+    def late(_):
+        try:
+            db.connect()
+        except pp.MaxConnectionsExceeded as exc:
+            outcome.append(exc)
+
+    run_threads(1, late)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], pp.MaxConnectionsExceeded)
+    db.close()                       # nobody waits: back to the idle heap
+    stats = db.pool_stats()
+    assert (stats['idle'], stats['in_use'], stats['waiting']) == (1, 0, 0)
+
+
+def test_returned_connection_goes_idle_when_nobody_waits(backend):
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    db.close()
+    assert len(db._connections) == 1 and not db._waiters
+
+
+def test_max_waiting_rejects_the_next_waiter_at_once(backend):
+    db = backend.make_db(max_connections=1, timeout=30, max_waiting=1)
+    db.connect()
+    outcome = []
+    first = start_waiter(db, 'first', outcome)
+
+    def second(_):
+        with pytest.raises(pp.MaxConnectionsExceeded, match='max_waiting'):
+            db.connect()
+
+    run_threads(1, second)
+    db.close()
+    first.join(10)
+    assert outcome[0][0] == 'first' and not isinstance(
+        outcome[0][1], Exception)
+    assert db.pool_stats()['timeouts'] == 1
+
+
+def test_close_all_fails_every_waiter(backend):
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    outcome = []
+    threads = [start_waiter(db, 'w%d' % i, outcome) for i in range(3)]
+    db.close_all()
+    for t in threads:
+        t.join(10)
+    assert len(outcome) == 3
+    assert all(isinstance(err, pp.PoolClosedError) for _, err in outcome)
+    assert db.pool_stats()['waiting'] == 0
+    db.connect()                     # usable again
+    db.close()
+
+
+def test_timeout_zero_waits_until_a_connection_comes(backend):
+    db = backend.make_db(max_connections=1, timeout=0)
+    db.connect()
+    served = []
+    t = start_waiter(db, 'patient', served)
+    db.close()
+    t.join(10)
+    assert served and served[0][0] == 'patient'
