@@ -411,7 +411,8 @@ class PooledDatabase:
             conn = self._open(deadline)
             poller = self._poller(conn)
         except BaseException:
-            self._free_slots(1)
+            with self._pool_lock:
+                self._free_slots(1)
             raise
         record = _PoolConnection(conn, poller)
         with self._pool_lock:
@@ -485,53 +486,41 @@ class PooledDatabase:
             self._n_closed += 1
 
     def _free_slots(self, count: int) -> None:
-        """Give ``count`` reserved slots to waiters (first come, first
-        served) or back to the pool."""
-        with self._pool_lock:
-            for _ in range(count):
-                if self._waiters:
-                    self._waiters.popleft().grant()
-                else:
-                    self._reserved -= 1
+        """Under the lock: give ``count`` reserved slots to waiters (first
+        come, first served) or back to the pool."""
+        for _ in range(count):
+            if self._waiters:
+                self._waiters.popleft().grant()
+            else:
+                self._reserved -= 1
 
     # -- Check-in -----------------------------------------------------------
 
     def _checkin(self, conn: Any) -> None:
-        self._release_key(id(conn), conn, self._reset(conn))
+        self._release(conn, self._reset(conn))
 
     def _discard_checked_out(self, conn: Any) -> None:
-        self._release_key(id(conn), conn, False)
+        self._release(conn, False)
 
-    def _release_key(self, key: int, conn: Any, reusable: bool) -> None:
-        with self._pool_lock:
-            record = self._in_use.get(key)
-            if record is None or record.conn is not conn:
-                # Closed by the pool while held (close_all, close_stale).
-                self._closed_keys.pop(key, None)
-                return
-        self._release(record, reusable)
-
-    def _release(self, record: _PoolConnection, reusable: bool) -> None:
+    def _release(self, conn: Any, reusable: bool) -> None:
         """Return a checked-out connection: to the first waiter, to the idle
-        heap, or (broken, stale, or the pool is draining) closed."""
-        options = self._pool_options
+        heap, or (broken or stale) closed, freeing its slot."""
         now = time.monotonic()
-        if reusable and options.stale_timeout is not None:
-            reusable = now - record.opened <= options.stale_timeout
+        stale = self._pool_options.stale_timeout
         with self._pool_lock:
-            if self._in_use.pop(record.key, None) is None:
-                return              # closed by the pool meanwhile
-            if reusable:
+            record = self._in_use.pop(id(conn), None)
+            if record is None:
+                # Closed by the pool while held (close_all, close_stale).
+                self._closed_keys.pop(id(conn), None)
+                return
+            if reusable and (stale is None or now - record.opened <= stale):
                 record.returned = now
                 self._give_back(record)
                 return
             self._reserved += 1
             if self._draining and not self._in_use:
                 self._drained.notify_all()
-        self._close_raw(record.conn)
-        with self._pool_lock:
-            self._n_closed += 1
-        self._free_slots(1)
+        self._close_records([record])
 
     def _give_back(self, record: _PoolConnection) -> None:
         # Under the lock: a usable connection goes to the first waiter, or
@@ -636,7 +625,7 @@ class PooledDatabase:
             self._close_raw(record.conn)
         with self._pool_lock:
             self._n_closed += len(records)
-        self._free_slots(len(records))
+            self._free_slots(len(records))
 
     def _fail_waiters(self, error: BaseException) -> None:
         while self._waiters:
