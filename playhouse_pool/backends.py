@@ -15,6 +15,7 @@ from .pool import PooledDatabase
 # libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
 _PG_IDLE, _PG_UNKNOWN = 0, 4
 _MYSQL_IN_TRANS = 1     # SERVER_STATUS_IN_TRANS
+_COM_RESET_CONNECTION = 0x1f
 
 
 class _PooledPostgresql(PooledDatabase):
@@ -90,8 +91,24 @@ class _PooledMySQL(PooledDatabase):
     def _can_reuse(self, conn: Any) -> bool:
         if (conn.server_status or 0) & _MYSQL_IN_TRANS:
             conn.rollback()
-        # pymysql has no session reset: a fresh connection is the reset.
-        return not self._pool_options.reset_session
+        if self._pool_options.reset_session:
+            return _mysql_reset_connection(conn)
+        return True
+
+
+def _mysql_reset_connection(conn: Any) -> bool:
+    """COM_RESET_CONNECTION (MySQL 5.7+, MariaDB 10.2+): user variables,
+    session settings, temporary tables, locks and prepared statements go,
+    the connection stays. pymysql has no public call for it; through its
+    command channel it costs one round trip. Without it (another driver, an
+    older server) the connection is not reused: a new one is the reset."""
+    execute = getattr(conn, '_execute_command', None)
+    read_ok = getattr(conn, '_read_ok_packet', None)
+    if execute is None or read_ok is None:
+        return False
+    execute(_COM_RESET_CONNECTION, b'')
+    read_ok()
+    return True
 
 
 class PooledMySQLDatabase(_PooledMySQL, MySQLDatabase):

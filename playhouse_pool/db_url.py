@@ -43,8 +43,6 @@ def connect(url: str, unquote_password: bool = False,
                          'one of: %s.' % (parsed.scheme,
                                           ', '.join(sorted(SCHEMES))))
     kwargs = parseresult_to_dict(parsed, unquote_password, unquote_user)
-    if cls is PooledMySQLDatabase and 'password' in kwargs:
-        kwargs['passwd'] = kwargs.pop('password')
     for name in KEYWORDS:
         if name in kwargs:
             kwargs[name] = _pool_value(name, kwargs[name])

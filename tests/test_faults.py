@@ -1,0 +1,190 @@
+"""Real faults: killed backends, forks, shutdown while busy."""
+import gc
+import json
+import os
+import threading
+
+import peewee
+import pytest
+
+import playhouse_pool as pp
+from conftest import run_threads, wait_until
+from test_housekeeping import open_idle
+
+
+def test_every_connection_killed_next_checkouts_just_work(server_backend):
+    db = server_backend.make_db(max_connections=4, timeout=10)
+    open_idle(db, 4)
+    victims = server_backend.server_ids()
+    assert len(victims) == 4
+    for conn_id in victims:
+        server_backend.kill(conn_id)
+
+    barrier = threading.Barrier(4)
+
+    def request(_):
+        with db.connection_context():
+            barrier.wait()            # four checkouts at once
+            return db.execute_sql('SELECT 1').fetchone()[0]
+
+    assert run_threads(4, request) == [1, 1, 1, 1]
+    assert server_backend.server_ids().isdisjoint(victims)
+    stats = db.pool_stats()
+    assert (stats['open'], stats['created'], stats['closed']) == (4, 8, 4)
+
+
+def test_query_in_flight_fails_and_its_connection_is_discarded(server_backend):
+    db = server_backend.make_db(max_connections=2)
+    sleep = ('SELECT pg_sleep(30)' if server_backend.server == 'postgres'
+             else 'SELECT SLEEP(30)')
+    started = threading.Event()
+    outcome = []
+
+    def long_query(_):
+        db.connect()
+        outcome.append(server_backend.conn_id(db))
+        started.set()
+        try:
+            db.execute_sql(sleep)
+        except peewee.DatabaseError as exc:     # the driver's error
+            outcome.append(exc)
+        db.close()
+
+    t = threading.Thread(target=long_query, args=(0,))
+    t.start()
+    started.wait(10)
+    server_backend.kill(outcome[0])
+    t.join(30)
+    assert isinstance(outcome[1], peewee.DatabaseError)
+    stats = db.pool_stats()
+    assert (stats['open'], stats['closed']) == (0, 1)
+    db.connect()
+    assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+    db.close()
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_forked_child_starts_empty_and_spares_the_parent(server_backend):
+    db = server_backend.make_db(max_connections=4)
+    open_idle(db, 2)
+    db.connect()                           # one held, one idle
+    parent_ids = {server_backend.conn_id(db)} | server_backend.server_ids()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                  # the child
+        try:
+            report = {'closed': db.is_closed(), 'stats': db.pool_stats()}
+            db.connect()
+            report['child_id'] = server_backend.conn_id(db)
+            db.close()
+            db.close_all()
+            gc.collect()
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    report = json.loads(os.read(read_end, 65536).decode())
+    os.close(read_end)
+    assert status == 0
+    assert report['closed'] is True
+    assert report['stats']['open'] == 0
+    assert report['child_id'] not in parent_ids
+    # The parent's held and idle connections still work.
+    assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+
+    def use_idle(_):
+        with db.connection_context():
+            return server_backend.conn_id(db)
+
+    assert run_threads(1, use_idle)[0] in parent_ids
+    assert parent_ids <= server_backend.server_ids()
+    db.close()
+
+
+def test_close_all_with_timeout_drains_then_closes(backend):
+    db = backend.make_db(max_connections=2, timeout=5)
+    holding = threading.Event()
+    give_back = threading.Event()
+
+    def busy(_):
+        db.connect()
+        holding.set()
+        give_back.wait(10)
+        db.close()
+
+    worker = threading.Thread(target=busy, args=(0,))
+    worker.start()
+    holding.wait(10)
+    closed = []
+    closer = threading.Thread(target=lambda: closed.append(
+        db.close_all(timeout=30)))
+    closer.start()
+    wait_until(lambda: db._draining, what='close_all to start draining')
+
+    with pytest.raises(pp.PoolClosedError, match='shutting down'):
+        run_threads(1, lambda _: db.connect())
+    give_back.set()
+    worker.join(10)
+    closer.join(10)
+    assert closed == [1]
+    assert db.pool_stats()['open'] == 0
+    db.connect()                             # usable again
+    db.close()
+
+
+def test_close_all_timeout_closes_what_did_not_come_back(backend):
+    db = backend.make_db(max_connections=2)
+    holding = threading.Event()
+    release = threading.Event()
+    held = []
+
+    def stubborn(_):
+        db.connect()
+        held.append(db.connection())
+        holding.set()
+        release.wait(10)
+        return db.close()            # the pool closed it: nothing to return
+
+    worker = threading.Thread(target=stubborn, args=(0,))
+    worker.start()
+    holding.wait(10)
+    assert db.close_all(timeout=0.05) == 1
+    assert db._is_closed(held[0])
+    release.set()
+    worker.join(10)
+    stats = db.pool_stats()
+    assert (stats['open'], stats['closed']) == (0, 1)
+    assert db._closed_keys == {}
+    assert db.close_all() == 0                # idempotent
+
+
+def test_close_all_from_another_thread_while_busy(backend):
+    db = backend.make_db(max_connections=3, timeout=10)
+    stop = threading.Event()
+    errors = []
+
+    def worker(_):
+        while not stop.is_set():
+            try:
+                with db.connection_context():
+                    db.execute_sql('SELECT 1')
+            except (pp.PoolClosedError, peewee.DatabaseError):
+                pass
+            except Exception as exc:       # anything else is a bug
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: db.pool_stats()['checkouts'] > 50, what='traffic')
+    for _ in range(5):
+        db.close_all(timeout=1)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    stats = db.pool_stats()
+    assert stats['in_use'] == 0 and db._reserved == 0
+    assert stats['open'] == stats['idle'] <= 3
