@@ -54,7 +54,7 @@ CHECKOUT_TIMEOUT = 30.0     # "wait, don't fail": every checkout may wait
 CONNECT_DELAY = 0.100       # what the proxy adds to each connect (S3, S4)
 HUNG_AFTER = 60.0           # a scenario still running then is reported hung
 S1_BUDGET = 1.5             # seconds of pooled ops in S1, at most
-S1_ROUNDS = 10              # S1 alternates floor and pool blocks
+S1_BLOCK = 100              # S1 alternates floor and pool blocks of this
 S2_THREADS, S2_CONNECTIONS = 16, 4
 S3_THREADS = 16
 S4_MAX, S4_IDLE, S4_OPENERS = 8, 4, 4
@@ -330,19 +330,18 @@ def run_s1(ctx: Context, spec: PoolSpec) -> Figures:
             checkin(handle)
 
         per_op = _time_loop(pooled, 200) / 200  # also opens the connection
-        total = min(ctx.iterations, max(S1_ROUNDS * 20,
-                                        int(S1_BUDGET / per_op)))
-        block = max(total // S1_ROUNDS, 1)
+        rounds = max(min(ctx.iterations, int(S1_BUDGET / per_op))
+                     // S1_BLOCK, 5)
         floor_times, pool_times = [], []
-        for _ in range(S1_ROUNDS):
-            floor_times.append(_held_loop(adapter, block))
-            pool_times.append(_time_loop(pooled, block))
+        for _ in range(rounds):
+            floor_times.append(_held_loop(adapter, S1_BLOCK))
+            pool_times.append(_time_loop(pooled, S1_BLOCK))
     finally:
         close_quietly(adapter)
-    pool_us = statistics.median(pool_times) / block * 1e6
-    floor_us = statistics.median(floor_times) / block * 1e6
+    pool_us = statistics.median(pool_times) / S1_BLOCK * 1e6
+    floor_us = statistics.median(floor_times) / S1_BLOCK * 1e6
     return {'us_per_op': pool_us, 'floor_us': floor_us,
-            'ratio': pool_us / floor_us, 'ops': block * S1_ROUNDS}
+            'ratio': pool_us / floor_us, 'ops': rounds * S1_BLOCK}
 
 
 def _held_loop(adapter: Adapter, count: int) -> float:
@@ -559,8 +558,7 @@ SCENARIOS = (
          Metric('ops', 'ops', '%d', compare=False)),
         (Check('connect+query+close <= 1.15 x floor', 'ratio', 1.15, True),),
         note='floor: the same query on the same connection, held checked '
-             'out (one connection round trip); median of %d alternating '
-             'blocks.' % S1_ROUNDS),
+             'out; median over alternating blocks of %d ops.' % S1_BLOCK),
     Scenario(
         'S2', '16 threads sharing 4 connections, {duration:g} s (waits in '
         'ms)',
