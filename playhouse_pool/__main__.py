@@ -177,6 +177,9 @@ class PoolSpec:
     build: Builder
 
 
+_PLAIN_CLASSES = {'postgres': peewee.PostgresqlDatabase,
+                  'mysql': peewee.MySQLDatabase,
+                  'sqlite': peewee.SqliteDatabase}
 _OUR_CLASSES = {'postgres': PooledPostgresqlDatabase,
                 'mysql': PooledMySQLDatabase, 'sqlite': PooledSqliteDatabase}
 _PEEWEE_CLASSES = {'postgres': peewee_pool.PooledPostgresqlDatabase,
@@ -204,6 +207,14 @@ def _build_psycopg_pool(target: Target, max_connections: int,
     if min_size:
         pool.wait(timeout=CHECKOUT_TIMEOUT)
     return PsycopgPoolAdapter(pool)
+
+
+def check_reachable(target: Target) -> None:
+    """Connect once, plainly: a wrong URL fails here, at once, rather than
+    in every scenario after the pools' connect retries."""
+    db = _PLAIN_CLASSES[target.kind](target.database, **target.params)
+    db.connect()
+    db.close()
 
 
 def pool_specs(target: Target) -> List[PoolSpec]:
@@ -331,7 +342,7 @@ def run_s1(ctx: Context, spec: PoolSpec) -> Figures:
 
         per_op = _time_loop(pooled, 200) / 200  # also opens the connection
         rounds = max(min(ctx.iterations, int(S1_BUDGET / per_op))
-                     // S1_BLOCK, 5)
+                     // S1_BLOCK, 1)
         floor_times, pool_times = [], []
         for _ in range(rounds):
             floor_times.append(_held_loop(adapter, S1_BLOCK))
@@ -341,7 +352,8 @@ def run_s1(ctx: Context, spec: PoolSpec) -> Figures:
     pool_us = statistics.median(pool_times) / S1_BLOCK * 1e6
     floor_us = statistics.median(floor_times) / S1_BLOCK * 1e6
     return {'us_per_op': pool_us, 'floor_us': floor_us,
-            'ratio': pool_us / floor_us, 'ops': rounds * S1_BLOCK}
+            'overhead_us': pool_us - floor_us, 'ratio': pool_us / floor_us,
+            'ops': rounds * S1_BLOCK}
 
 
 def _held_loop(adapter: Adapter, count: int) -> float:
@@ -546,19 +558,24 @@ class Scenario:
     checks: Tuple[Check, ...]
     networked: bool = False
     note: str = ''
+    psycopg_note: str = ''      # shown when psycopg_pool took part
 
 
 SCENARIOS = (
     Scenario(
         'S1', 'one thread: connect, SELECT 1, close (vs a held connection)',
         run_s1,
-        (Metric('us_per_op', 'us/op', '%.1f'),
+        (Metric('us_per_op', 'us/op', '%.1f', compare=False),
          Metric('floor_us', 'floor us', '%.1f', compare=False),
-         Metric('ratio', 'x floor', '%.2f', compare=False),
+         Metric('overhead_us', 'overhead', '%.1f'),
+         Metric('ratio', 'x floor', '%.2f'),
          Metric('ops', 'ops', '%d', compare=False)),
         (Check('connect+query+close <= 1.15 x floor', 'ratio', 1.15, True),),
         note='floor: the same query on the same connection, held checked '
-             'out; median over alternating blocks of %d ops.' % S1_BLOCK),
+             'out; overhead: us/op - floor; medians over alternating blocks '
+             'of %d ops. Compare pools by overhead and x floor: on a small '
+             'VM the round trip itself varies with the CPU the server '
+             'process runs on.' % S1_BLOCK),
     Scenario(
         'S2', '16 threads sharing 4 connections, {duration:g} s (waits in '
         'ms)',
@@ -573,8 +590,9 @@ SCENARIOS = (
          Check('checkout wait p99 <= 2 ms', 'wait_p99_ms', 2.0, True),
          Check('fairness (most/fewest) <= 1.1', 'fairness', 1.1, True)),
         note='wait: time spent in checkout; most/fewest: requests of the '
-             'busiest thread / of the least busy. psycopg_pool: '
-             'min_size=max_size=4, autocommit connections.'),
+             'busiest thread / of the least busy.',
+        psycopg_note='psycopg_pool: min_size=max_size=4, autocommit '
+                     'connections.'),
     Scenario(
         'S3', '16 threads each needing a new connection, +100 ms per connect',
         run_s3,
@@ -591,8 +609,10 @@ SCENARIOS = (
         networked=True,
         note='worst wait: of the 4 threads taking connections checked in '
              'while 4 others are mid-connect; openers: slowest new '
-             'connection. psycopg_pool hands returned connections to its '
-             'earliest waiters (the openers).'),
+             'connection.',
+        psycopg_note='psycopg_pool hands returned connections to its '
+                     'earliest waiters (the openers), and grows in the '
+                     'background.'),
 )
 
 
@@ -608,9 +628,9 @@ def run_scenario(ctx: Context, scenario: Scenario, specs: List[PoolSpec],
                  repeat: int, progress: 'Progress') -> Outcome:
     outcome = Outcome(scenario, scenario.title.format(duration=ctx.duration))
     if scenario.networked and not ctx.target.networked:
-        outcome.skipped = ('skipped: needs a networked database (it connects '
-                           'through a loopback proxy); use --url')
-        progress.done('%s %s' % (scenario.id, outcome.skipped))
+        outcome.skipped = ('needs a networked database (it connects through '
+                           'a loopback proxy); use --url')
+        progress.done('%s skipped: %s' % (scenario.id, outcome.skipped))
         return outcome
     runs: Dict[str, List[Figures]] = {spec.name: [] for spec in specs}
     for attempt in range(repeat):
@@ -714,7 +734,7 @@ def _render_outcome(target: Target, outcome: Outcome) -> List[str]:
     scenario = outcome.scenario
     lines = ['%s  %s' % (scenario.id, outcome.title)]
     if outcome.skipped:
-        return lines + ['    ' + outcome.skipped]
+        return lines + ['    skipped: ' + outcome.skipped]
     rows = [(name, figures, False)
             for name, figures in outcome.results.items()]
     rows += [('ours / %s' % name, ratios, True)
@@ -727,9 +747,11 @@ def _render_outcome(target: Target, outcome: Outcome) -> List[str]:
         lines.append('    %-*s' % (name_width, name)
                      + _cells(scenario.metrics, widths, figures, ratio))
     lines.extend(_render_checks(target, outcome))
-    if scenario.note:
-        lines.append(textwrap.fill(scenario.note, 79,
-                                   initial_indent='    note: ',
+    note = scenario.note
+    if PSYCOPG in outcome.results and scenario.psycopg_note:
+        note = (note + ' ' + scenario.psycopg_note).strip()
+    if note:
+        lines.append(textwrap.fill(note, 79, initial_indent='    note: ',
                                    subsequent_indent=' ' * 10))
     return lines
 
@@ -770,6 +792,8 @@ def _check_rows(target: Target, outcome: Outcome
     """(check, value, passed); passed is None off Postgres or without a
     value (e.g. psycopg_pool absent)."""
     rows = []
+    if outcome.skipped:
+        return rows
     for check in outcome.scenario.checks:
         value = check.value(outcome.results)
         if check.versus and check.versus not in outcome.results:
@@ -783,12 +807,16 @@ def _check_rows(target: Target, outcome: Outcome
 def _render_checks(target: Target, outcome: Outcome) -> List[str]:
     lines = []
     for check, value, verdict in _check_rows(target, outcome):
-        shown = 'n/a' if value is None else '%.3g' % value
+        shown = 'n/a' if value is None else _short(value)
         mark = ('PASS' if verdict else 'FAIL') if verdict is not None else (
             '(postgres target)' if value is not None else '')
         lines.append(('    target: %-36s %8s  %s' % (check.text, shown,
                                                       mark)).rstrip())
     return lines
+
+
+def _short(value: float) -> str:
+    return '%.0f' % value if abs(value) >= 100 else '%.2f' % value
 
 
 def to_json(target: Target, outcomes: List[Outcome], repeat: int) -> str:
@@ -887,8 +915,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         url = args.url or 'sqlite:///%s' % os.path.join(tmp, 'bench.db')
         try:
             target = Target.from_url(url)
-        except ValueError as exc:
-            print('error: %s' % exc, file=sys.stderr)
+            check_reachable(target)
+        except Exception as exc:
+            print('error: %s' % _describe(exc), file=sys.stderr)
             return 2
         progress = Progress(sys.stderr)
         ctx = Context(target, args.iterations, args.duration,

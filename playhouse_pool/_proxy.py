@@ -139,8 +139,9 @@ class LatencyProxy:
         self.stop()
 
     def __repr__(self) -> str:
-        return '<LatencyProxy 127.0.0.1:%d -> %s:%d delay=%.3fs>' % (
-            self.port, self.target[0], self.target[1], self.connect_delay)
+        return '<LatencyProxy %s:%d -> %s:%d delay=%.3fs>' % (
+            self.listen_host, self.port, self.target[0], self.target[1],
+            self.connect_delay)
 
     # -- Threads --------------------------------------------------------------
 
@@ -179,6 +180,9 @@ class LatencyProxy:
                 try:
                     client, _ = self._listener.accept()
                 except OSError:
+                    # Out of descriptors, or the client gave up: pause
+                    # rather than spin on a listener that stays readable.
+                    time.sleep(0.01)
                     continue
                 self._admit(client)
 

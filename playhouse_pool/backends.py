@@ -5,7 +5,7 @@ is the connection dead by its local flags (``_is_closed``), which socket to
 probe (``_fileno``), does it answer a round trip (``_ping``), and can it be
 cleaned for reuse at check-in (``_can_reuse``).
 """
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Optional
 
 from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
@@ -35,22 +35,40 @@ class _PooledPostgresql(PooledDatabase):
         return True
 
     def _can_reuse(self, conn: Any) -> bool:
-        if _pg_status(conn) != _PG_IDLE:
+        status = _pg_status(conn)
+        if status == _PG_UNKNOWN:           # the server is gone
+            return False
+        if status != _PG_IDLE:
             _pg_rollback(conn)
         if self._pool_options.reset_session:
             conn.cursor().execute('DISCARD ALL')
-        return _pg_status(conn) == _PG_IDLE
+        return status == _PG_IDLE or _pg_status(conn) == _PG_IDLE
+
+
+def _psycopg2_status(conn: Any) -> int:
+    return conn.get_transaction_status()
+
+
+def _psycopg3_status(conn: Any) -> int:
+    return conn.pgconn.transaction_status
+
+
+# Connection class -> how to read its transaction status; a dict lookup on
+# the checkout path instead of probing attributes every time.
+_STATUS_READERS: Dict[type, Callable[[Any], int]] = {}
 
 
 def _pg_status(conn: Any) -> int:
-    pgconn = getattr(conn, 'pgconn', None)          # psycopg 3
-    if pgconn is not None:
-        return int(pgconn.transaction_status)
-    return conn.get_transaction_status()             # psycopg2
+    reader = _STATUS_READERS.get(type(conn))
+    if reader is None:
+        reader = (_psycopg3_status if hasattr(conn, 'pgconn')
+                  else _psycopg2_status)
+        _STATUS_READERS[type(conn)] = reader
+    return reader(conn)
 
 
 def _pg_rollback(conn: Any) -> None:
-    if hasattr(conn, 'pgconn'):
+    if _STATUS_READERS.get(type(conn)) is _psycopg3_status:
         conn.rollback()
     else:
         # psycopg2 ignores rollback() in autocommit mode (peewee's mode).
@@ -89,6 +107,8 @@ class _PooledMySQL(PooledDatabase):
         return True
 
     def _can_reuse(self, conn: Any) -> bool:
+        if not conn.open:
+            return False
         if (conn.server_status or 0) & _MYSQL_IN_TRANS:
             conn.rollback()
         if self._pool_options.reset_session:

@@ -219,8 +219,7 @@ class PooledDatabase:
             if reuse_if_open:
                 return False
             raise OperationalError('Connection already opened.')
-        state.reset()
-        conn = self._checkout()
+        conn = self._checkout()       # set_connection() resets the rest
         try:
             with _driver_errors:
                 state.set_connection(conn)
@@ -286,43 +285,39 @@ class PooledDatabase:
 
     def _acquire(self) -> _PoolConnection:
         options = self._pool_options
+        now = time.monotonic()
+        waiter = None
+        with self._pool_lock:
+            if self._draining:
+                raise PoolClosedError('The pool is shutting down '
+                                      '(close_all is draining it).')
+            heap = self._connections
+            if not heap and not self._has_free_slot(options):
+                self._reclaim_abandoned()        # may refill the idle heap
+            if heap:
+                record = heapq.heappop(heap)[2]
+                self._take(record, threading.current_thread(), now)
+            elif self._has_free_slot(options):
+                record = None
+                self._reserved += 1
+            else:
+                waiter = self._enqueue_waiter(options)
         wait = options.wait_seconds
-        deadline = None if wait is None else time.monotonic() + wait
-        while True:
-            record = None
-            waiter = None
-            with self._pool_lock:
-                if self._draining:
-                    raise PoolClosedError('The pool is shutting down '
-                                          '(close_all is draining it).')
-                if not self._connections and not self._has_free_slot(options):
-                    self._reclaim_abandoned()    # may refill the idle heap
-                if self._connections:
-                    record = heapq.heappop(self._connections)[2]
-                    self._take(record, threading.current_thread())
-                elif self._has_free_slot(options):
-                    self._reserved += 1
-                else:
-                    waiter = self._enqueue_waiter(options, deadline)
-            if record is not None:
-                if self._verify(record, options):
-                    return record
-                # Dead or stale: close it and open a new one in its slot.
-                self._retire(record)
-                return self._open_in_slot(deadline)
-            if waiter is None:
-                return self._open_in_slot(deadline)
-            record = self._wait(waiter, deadline)
-            if record is None:
-                return self._open_in_slot(deadline)    # granted a free slot
-            if self._verify(record, options):
-                return record
-            self._retire(record)
+        deadline = None if wait is None else now + wait
+        if waiter is not None:
+            record = self._wait(waiter, deadline)  # None: granted a slot
+        if record is None:
             return self._open_in_slot(deadline)
+        if self._verify(record, options, now):
+            return record
+        # Dead or stale: close it and open a new one in its slot.
+        self._retire(record)
+        return self._open_in_slot(deadline)
 
-    def _take(self, record: _PoolConnection, owner: threading.Thread) -> None:
+    def _take(self, record: _PoolConnection, owner: threading.Thread,
+              now: float) -> None:
         # Under the pool lock: record becomes checked out by owner.
-        record.checked_out = time.monotonic()
+        record.checked_out = now
         record.owner = owner
         record.leak_reported = False
         self._in_use[record.key] = record
@@ -333,10 +328,9 @@ class PooledDatabase:
         return limit is None or (len(self._connections) + len(self._in_use)
                                  + self._reserved) < limit
 
-    def _enqueue_waiter(self, options: PoolOptions,
-                        deadline: Optional[float]) -> _Waiter:
+    def _enqueue_waiter(self, options: PoolOptions) -> _Waiter:
         # Under the pool lock, with no idle connection and no free slot.
-        if deadline is None:
+        if options.wait_seconds is None:
             self._n_timeouts += 1
             raise MaxConnectionsExceeded(
                 'Exceeded maximum connections (max_connections=%s, all in '
@@ -376,7 +370,8 @@ class PooledDatabase:
             raise waiter.error
         return waiter.record
 
-    def _verify(self, record: _PoolConnection, options: PoolOptions) -> bool:
+    def _verify(self, record: _PoolConnection, options: PoolOptions,
+                now: float) -> bool:
         """Can this idle connection be handed out? Local flags, then one
         zero-timeout poll of its socket; a round trip only if the socket has
         something to say or the connection sat idle past ``ping_after``."""
@@ -388,7 +383,6 @@ class PooledDatabase:
         if self._is_closed(conn):
             logger.debug('Connection %x was closed, discarding.', record.key)
             return False
-        now = time.monotonic()
         stale = options.stale_timeout
         if stale is not None and now - record.opened > stale:
             logger.debug('Connection %x is stale, recycling.', record.key)
@@ -418,7 +412,7 @@ class PooledDatabase:
         with self._pool_lock:
             self._reserved -= 1
             self._n_created += 1
-            self._take(record, threading.current_thread())
+            self._take(record, threading.current_thread(), time.monotonic())
         logger.debug('Opened connection %x.', record.key)
         self._start_housekeeping()
         return record
@@ -469,7 +463,7 @@ class PooledDatabase:
     def _reset(self, conn: Any) -> bool:
         """Check-in clean-up, outside the lock; never raises."""
         try:
-            return not self._is_closed(conn) and self._can_reuse(conn)
+            return self._can_reuse(conn)
         except Exception:
             logger.debug('Connection %x failed its reset.', id(conn),
                          exc_info=True)
@@ -515,20 +509,20 @@ class PooledDatabase:
                 return
             if reusable and (stale is None or now - record.opened <= stale):
                 record.returned = now
-                self._give_back(record)
+                self._give_back(record, now)
                 return
             self._reserved += 1
             if self._draining and not self._in_use:
                 self._drained.notify_all()
         self._close_records([record])
 
-    def _give_back(self, record: _PoolConnection) -> None:
+    def _give_back(self, record: _PoolConnection, now: float) -> None:
         # Under the lock: a usable connection goes to the first waiter, or
         # to the idle heap if nobody waits.
         record.stack = None
         if self._waiters:
             waiter = self._waiters.popleft()
-            self._take(record, waiter.thread)
+            self._take(record, waiter.thread, now)
             waiter.hand(record)
         else:
             heapq.heappush(self._connections,
@@ -554,7 +548,7 @@ class PooledDatabase:
             del self._in_use[record.key]
             record.dirty = True
             self._n_reclaimed += 1
-            self._give_back(record)
+            self._give_back(record, time.monotonic())
         for key, holder in list(self._closed_keys.items()):
             if holder is ended or (holder is not None and not holder.is_alive()):
                 del self._closed_keys[key]

@@ -20,8 +20,8 @@ def open_idle(db, count):
 def test_idle_connections_are_closed_after_idle_timeout(backend):
     db = backend.make_db(idle_timeout=0.05)
     open_idle(db, 3)
-    wait_until(lambda: db.pool_stats()['open'] == 0, what='idle eviction')
-    assert db.pool_stats()['closed'] == 3
+    wait_until(lambda: db.pool_stats()['closed'] == 3, what='idle eviction')
+    assert db.pool_stats()['open'] == 0
     db.connect()
     assert db.execute_sql('SELECT 1').fetchone()[0] == 1
     db.close()
