@@ -221,11 +221,11 @@ class PooledDatabase:
             raise OperationalError('Connection already opened.')
         conn = self._checkout()       # set_connection() resets the rest
         try:
-            with _driver_errors:
-                state.set_connection(conn)
-                if self.server_version is None:
+            state.set_connection(conn)
+            if self.server_version is None:
+                with _driver_errors:
                     self._set_server_version(conn)
-                self._initialize_connection(conn)
+            self._initialize_connection(conn)
         except BaseException:
             state.reset()
             self._discard_checked_out(conn)
