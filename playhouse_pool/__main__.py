@@ -15,6 +15,7 @@ and the server, so they need a networked database.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -132,7 +133,7 @@ class Adapter(Protocol):
 class PeeweeAdapter:
     """A peewee-style pooled database: connect() checks out, close() in."""
 
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: Any) -> None:
         self.db = db
 
     def checkout(self) -> None:
@@ -397,7 +398,9 @@ def run_s2(ctx: Context, spec: PoolSpec) -> Figures:
 
     try:
         prewarm(adapter, S2_CONNECTIONS)
-        crew = Crew([lambda i=i: worker(i) for i in range(S2_THREADS)], [go])
+        workers: List[Callable[[], None]] = [
+            functools.partial(worker, i) for i in range(S2_THREADS)]
+        crew = Crew(workers, [go])
         crew.join(ctx.duration + HUNG_AFTER, _countdown(ctx))
     finally:
         close_quietly(adapter)
@@ -639,8 +642,8 @@ def run_scenario(ctx: Context, scenario: Scenario, specs: List[PoolSpec],
                                      '(%d/%d) ' % (attempt + 1, repeat)
                                      if repeat > 1 else '')
             progress.start(label + 'running')
-            live = replace(ctx, progress=lambda text, label=label:
-                           progress.update(label + text))
+            live = replace(ctx, progress=functools.partial(
+                _prefixed, progress.update, label))
             figures = _attempt(scenario, live, spec)
             runs[spec.name].append(figures)
             progress.done(label + _summary(scenario, figures))
@@ -721,9 +724,13 @@ def _environment_line() -> str:
     return ', '.join('%s %s' % (k, v) for k, v in env.items())
 
 
+def _prefixed(show: Callable[[str], None], label: str, text: str) -> None:
+    show(label + text)
+
+
 def _environment() -> Dict[str, Any]:
     env: Dict[str, Any] = {'python': platform.python_version(),
-                           'peewee': peewee.__version__,
+                           'peewee': peewee.__version__,  # type: ignore[attr-defined]
                            'cpus': os.cpu_count()}
     if psycopg_pool is not None:
         env['psycopg_pool'] = psycopg_pool.__version__
@@ -791,7 +798,7 @@ def _check_rows(target: Target, outcome: Outcome
                 ) -> List[Tuple[Check, Optional[float], Optional[bool]]]:
     """(check, value, passed); passed is None off Postgres or without a
     value (e.g. psycopg_pool absent)."""
-    rows = []
+    rows: List[Tuple[Check, Optional[float], Optional[bool]]] = []
     if outcome.skipped:
         return rows
     for check in outcome.scenario.checks:

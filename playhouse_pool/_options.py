@@ -51,7 +51,7 @@ class PoolOptions:
         maxc = _whole('max_connections', self.max_connections, allow_none=True)
         set_(self, 'max_connections', maxc or None)   # 0 and None: unlimited
         minc = _whole('min_connections', self.min_connections,
-                      allow_none=False)
+                      allow_none=False) or 0
         if maxc and minc > maxc:
             raise ValueError('min_connections (%d) must not exceed '
                              'max_connections (%d)' % (minc, maxc))

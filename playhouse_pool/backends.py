@@ -75,15 +75,18 @@ def _pg_rollback(conn: Any) -> None:
         conn.cursor().execute('ROLLBACK')
 
 
-class PooledPostgresqlDatabase(_PooledPostgresql, PostgresqlDatabase):
+class PooledPostgresqlDatabase(  # type: ignore[misc]
+        _PooledPostgresql, PostgresqlDatabase):
     """Pooled ``peewee.PostgresqlDatabase``."""
 
 
-class PooledPostgresqlExtDatabase(_PooledPostgresql, PostgresqlExtDatabase):
+class PooledPostgresqlExtDatabase(
+        _PooledPostgresql, PostgresqlExtDatabase):
     """Pooled ``playhouse.postgres_ext.PostgresqlExtDatabase``."""
 
 
-class PooledPsycopg3Database(_PooledPostgresql, Psycopg3Database):
+class PooledPsycopg3Database(
+        _PooledPostgresql, Psycopg3Database):
     """Pooled peewee ``Psycopg3Database`` (psycopg 3)."""
 
 
@@ -131,7 +134,7 @@ def _mysql_reset_connection(conn: Any) -> bool:
     return True
 
 
-class PooledMySQLDatabase(_PooledMySQL, MySQLDatabase):
+class PooledMySQLDatabase(_PooledMySQL, MySQLDatabase):  # type: ignore[misc]
     """Pooled ``peewee.MySQLDatabase`` (pymysql)."""
 
 
@@ -154,7 +157,8 @@ class _PooledSqlite(PooledDatabase):
 
     def _is_closed(self, conn: Any) -> bool:
         try:
-            conn.total_changes
+            # Any call on a closed sqlite3 connection raises.
+            conn.total_changes  # noqa: B018
         except Exception:
             return True
         return False
@@ -166,7 +170,8 @@ class _PooledSqlite(PooledDatabase):
         return not self._pool_options.reset_session
 
 
-class PooledSqliteDatabase(_PooledSqlite, SqliteDatabase):
+class PooledSqliteDatabase(  # type: ignore[misc]
+        _PooledSqlite, SqliteDatabase):
     """Pooled ``peewee.SqliteDatabase``."""
 
 

@@ -27,10 +27,10 @@ import time
 import traceback
 import weakref
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
-from peewee import (InterfaceError, OperationalError,
-                    __exception_wrapper__ as _driver_errors)
+import peewee
+from peewee import InterfaceError, OperationalError
 
 from ._options import PoolOptions, pop_options
 from .context import ExecutionContext
@@ -39,6 +39,15 @@ from .housekeeping import Housekeeper, tick_seconds
 from ._redact import redact
 
 logger = logging.getLogger('playhouse_pool')
+
+# peewee's context manager that turns driver errors into peewee's.
+_driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
+
+if TYPE_CHECKING:
+    # The mixin is always combined with a peewee Database: type it as one.
+    _DatabaseBase = peewee.Database
+else:
+    _DatabaseBase = object
 
 # Connect errors worth another attempt inside the deadline: the server is
 # down, restarting or out of slots. Anything else (bad keyword, missing
@@ -134,7 +143,7 @@ if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class PooledDatabase:
+class PooledDatabase(_DatabaseBase):
     """Mixin that gives a peewee ``Database`` class a connection pool.
 
     Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
@@ -144,6 +153,15 @@ class PooledDatabase:
     ``max_waiting``, ``leak_timeout``, ``reset_session``) are documented in
     README.rst; the rest go to the peewee database.
     """
+
+    if TYPE_CHECKING:
+        # peewee's private side of Database that the pool builds on.
+        _state: Any
+
+        def _connect(self) -> Any: ...
+        def _close(self, conn: Any) -> None: ...
+        def _set_server_version(self, conn: Any) -> None: ...
+        def _initialize_connection(self, conn: Any) -> None: ...
 
     def __init__(self, database: Any, **kwargs: Any) -> None:
         self._pool_options = PoolOptions().updated(pop_options(kwargs))
@@ -346,9 +364,10 @@ class PooledDatabase:
         return waiter
 
     def _wait(self, waiter: _Waiter,
-              deadline: float) -> Optional[_PoolConnection]:
+              deadline: Optional[float]) -> Optional[_PoolConnection]:
         """Sleep until handed a connection (returned) or a slot (None)."""
         start = time.monotonic()
+        assert deadline is not None        # waiters always have one
         signalled = waiter.wait(deadline - start)
         with self._pool_lock:
             self._wait_total += time.monotonic() - start
@@ -362,7 +381,7 @@ class PooledDatabase:
                 else:
                     self._n_timeouts += 1
                     raise MaxConnectionsExceeded(
-                        'Exceeded maximum connections, timed out after %.3gs '
+                        'Exceeded maximum connections, timed out after %ss '
                         'waiting for a connection (max_connections=%s).'
                         % (self._pool_options.timeout,
                            self._pool_options.max_connections))
@@ -388,8 +407,10 @@ class PooledDatabase:
             logger.debug('Connection %x is stale, recycling.', record.key)
             return False
         ping_after = options.ping_after
-        if (record.poller is not None and record.poller.poll(0)) or (
-                ping_after is not None and now - record.returned >= ping_after):
+        idle_too_long = (ping_after is not None
+                         and now - record.returned >= ping_after)
+        if idle_too_long or (record.poller is not None
+                             and record.poller.poll(0)):
             if not self._ping(conn):
                 logger.info('Connection %x failed its ping, discarding.',
                             record.key)
@@ -550,7 +571,8 @@ class PooledDatabase:
             self._n_reclaimed += 1
             self._give_back(record, time.monotonic())
         for key, holder in list(self._closed_keys.items()):
-            if holder is ended or (holder is not None and not holder.is_alive()):
+            if holder is ended or (holder is not None
+                                   and not holder.is_alive()):
                 del self._closed_keys[key]
         return len(dead)
 
@@ -570,7 +592,8 @@ class PooledDatabase:
         holders' later ``close()`` is a no-op); returns how many."""
         cutoff = time.monotonic() - _seconds_arg('age', age)
         with self._pool_lock:
-            stale = [r for r in self._in_use.values() if r.checked_out < cutoff]
+            stale = [r for r in self._in_use.values()
+                     if r.checked_out < cutoff]
             self._take_back(stale)
         self._close_records(stale)
         return len(stale)

@@ -301,3 +301,15 @@ def run_threads(count: int, target: Callable[[int], Any],
     if errors:
         raise errors[0]
     return results
+
+
+def pytest_collection_modifyitems(items: List[Any]) -> None:
+    """Mark every test that talks to PostgreSQL or MySQL ``server``, so that
+    ``-m "not server"`` selects the SQLite and pure tests (tox runs those on
+    the other Pythons)."""
+    for item in items:
+        callspec = getattr(item, 'callspec', None)
+        params = callspec.params.values() if callspec else ()
+        if 'pgbouncer' in getattr(item, 'fixturenames', ()) or any(
+                getattr(p, 'server', 'sqlite') != 'sqlite' for p in params):
+            item.add_marker(pytest.mark.server)

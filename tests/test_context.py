@@ -30,7 +30,7 @@ def test_block_rolls_back_on_exception(backend):
     with pytest.raises(ZeroDivisionError):
         with db.execution_context():
             Item.create(name='lost')
-            1 / 0
+            raise ZeroDivisionError("application error")
     assert count_items(backend, db, Item) == 0
     assert db.pool_stats()['in_use'] == 0
 
@@ -41,7 +41,7 @@ def test_without_transaction_each_statement_commits(backend):
     with pytest.raises(ZeroDivisionError):
         with db.execution_context(with_transaction=False):
             Item.create(name='autocommitted')
-            1 / 0
+            raise ZeroDivisionError("application error")
     assert count_items(backend, db, Item) == 1
 
 

@@ -1,0 +1,132 @@
+"""Prometheus metrics for pooled databases (``pip install
+'playhouse-pool[prometheus]'``).
+
+.. code-block:: python
+
+    from playhouse_pool.prometheus import register
+    register(db)        # on prometheus_client's default REGISTRY
+
+Each scrape takes one ``db.pool_stats()`` snapshot per database and exposes
+it with a ``database`` label (the database name, password redacted):
+
+===================== ======= ===========================================
+``pool_stats()`` key  type    metric (``namespace`` + ``_`` + ...)
+===================== ======= ===========================================
+``max_connections``   gauge   ``max_connections`` (0: unlimited)
+``open``              gauge   ``connections_open``
+``in_use``            gauge   ``connections_in_use``
+``idle``              gauge   ``connections_idle``
+``waiting``           gauge   ``waiting_threads``
+``created``           counter ``connections_created_total``
+``closed``            counter ``connections_closed_total``
+``checkouts``         counter ``checkouts_total``
+``timeouts``          counter ``timeouts_total``
+``reclaimed``         counter ``connections_reclaimed_total``
+``wait_seconds``      counter ``wait_seconds_total``
+===================== ======= ===========================================
+"""
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+
+from ._redact import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
+__all__ = ['METRICS', 'PoolCollector', 'register']
+
+#: ``(pool_stats() key, metric name without namespace and _total, type,
+#: help)`` for every key ``pool_stats()`` returns.
+METRICS: Tuple[Tuple[str, str, str, str], ...] = (
+    ('max_connections', 'max_connections', 'gauge',
+     'Most connections the pool may open (0: unlimited).'),
+    ('open', 'connections_open', 'gauge',
+     'Open connections (in use + idle).'),
+    ('in_use', 'connections_in_use', 'gauge', 'Connections checked out.'),
+    ('idle', 'connections_idle', 'gauge', 'Connections idle in the pool.'),
+    ('waiting', 'waiting_threads', 'gauge',
+     'Threads waiting for a connection.'),
+    ('created', 'connections_created', 'counter', 'Connections opened.'),
+    ('closed', 'connections_closed', 'counter', 'Connections closed.'),
+    ('checkouts', 'checkouts', 'counter', 'Connections checked out.'),
+    ('timeouts', 'timeouts', 'counter',
+     'Checkouts refused with MaxConnectionsExceeded.'),
+    ('reclaimed', 'connections_reclaimed', 'counter',
+     'Connections reclaimed from threads that ended without close().'),
+    ('wait_seconds', 'wait_seconds', 'counter',
+     'Total seconds threads spent waiting for a connection.'),
+)
+
+
+def _client() -> Any:
+    try:
+        from prometheus_client import core
+    except ImportError as exc:
+        raise ImportError(
+            "playhouse_pool.prometheus needs prometheus_client: "
+            "pip install 'playhouse-pool[prometheus]'") from exc
+    return core
+
+
+def _label(db: Any) -> str:
+    return redact(str(db.database))
+
+
+class PoolCollector:
+    """A custom Prometheus collector for the pools of ``databases``.
+
+    Register it once per registry (``REGISTRY.register(PoolCollector(db1,
+    db2))``); to export several collectors to one registry, give each its
+    own ``namespace``. Database names must be distinct.
+    """
+
+    def __init__(self, *databases: Any,
+                 namespace: str = 'playhouse_pool') -> None:
+        self._core = _client()
+        if not databases:
+            raise TypeError('PoolCollector needs at least one database.')
+        labels = [_label(db) for db in databases]
+        if len(set(labels)) != len(labels):
+            raise ValueError('PoolCollector: two databases have the same '
+                             'name: %r' % sorted(labels))
+        self.databases = databases
+        self.namespace = namespace
+
+    def _families(self) -> List[Any]:
+        # Gauge- and CounterMetricFamily, in METRICS order, without samples.
+        core = self._core
+        families = []
+        for _key, name, kind, doc in METRICS:
+            cls = (core.GaugeMetricFamily if kind == 'gauge'
+                   else core.CounterMetricFamily)
+            families.append(cls('%s_%s' % (self.namespace, name), doc,
+                                labels=['database']))
+        return families
+
+    def describe(self) -> List['Metric']:
+        """The metric families, without samples (lets a registry check
+        for duplicate names without taking a snapshot)."""
+        return self._families()
+
+    def collect(self) -> Iterator['Metric']:
+        """One ``pool_stats()`` snapshot per database, as metric
+        families."""
+        families = self._families()
+        for db in self.databases:
+            stats = db.pool_stats()
+            label = [_label(db)]
+            for (key, _name, _kind, _doc), family in zip(METRICS, families):
+                family.add_metric(label, stats[key])
+        yield from families
+
+
+def register(*databases: Any, registry: Optional['CollectorRegistry'] = None,
+             namespace: str = 'playhouse_pool') -> PoolCollector:
+    """Register a :class:`PoolCollector` for ``databases`` on ``registry``
+    (default: prometheus_client's ``REGISTRY``) and return it."""
+    collector = PoolCollector(*databases, namespace=namespace)
+    if registry is None:
+        from prometheus_client import REGISTRY
+        registry = REGISTRY
+    registry.register(collector)
+    return collector
