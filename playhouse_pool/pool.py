@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import select
 import threading
 import time
 import traceback
@@ -36,6 +35,7 @@ from ._options import PoolOptions, pop_options
 from .context import ExecutionContext
 from .errors import MaxConnectionsExceeded, PoolClosedError
 from .housekeeping import Housekeeper, tick_seconds
+from ._probe import Probe, probe_for
 from ._redact import redact
 
 logger = logging.getLogger('playhouse_pool')
@@ -56,15 +56,13 @@ _RETRYABLE = (OperationalError, InterfaceError, OSError)
 _BACKOFF_FIRST = 0.05
 _BACKOFF_CAP = 2.0
 
-_POLL_FLAGS = getattr(select, 'POLLIN', 0) | getattr(select, 'POLLPRI', 0)
-
 
 class _PoolConnection:
     """One connection's life in the pool (idle in the heap or checked out)."""
     __slots__ = ('conn', 'key', 'opened', 'returned', 'checked_out', 'owner',
-                 'poller', 'stack', 'leak_reported', 'dirty')
+                 'probe', 'stack', 'leak_reported', 'dirty')
 
-    def __init__(self, conn: Any, poller: Any) -> None:
+    def __init__(self, conn: Any, probe: Optional[Probe]) -> None:
         now = time.monotonic()
         self.conn = conn
         self.key = id(conn)
@@ -72,7 +70,7 @@ class _PoolConnection:
         self.returned = now      # last check-in: ping_after and idle_timeout
         self.checked_out = now
         self.owner: Optional[threading.Thread] = None
-        self.poller = poller     # select.poll on the socket, or None
+        self.probe = probe       # readability of its socket, or None
         self.stack: Optional[List[str]] = None   # only with leak_timeout
         self.leak_reported = False
         self.dirty = False       # reclaimed: the next taker resets it first
@@ -409,8 +407,8 @@ class PooledDatabase(_DatabaseBase):
         ping_after = options.ping_after
         idle_too_long = (ping_after is not None
                          and now - record.returned >= ping_after)
-        if idle_too_long or (record.poller is not None
-                             and record.poller.poll(0)):
+        if idle_too_long or (record.probe is not None
+                             and record.probe.readable()):
             if not self._ping(conn):
                 logger.info('Connection %x failed its ping, discarding.',
                             record.key)
@@ -424,12 +422,12 @@ class PooledDatabase(_DatabaseBase):
         checked out. On failure the slot is freed (to a waiter, if any)."""
         try:
             conn = self._open(deadline)
-            poller = self._poller(conn)
+            probe = probe_for(self._fileno(conn))
         except BaseException:
             with self._pool_lock:
                 self._free_slots(1)
             raise
-        record = _PoolConnection(conn, poller)
+        record = _PoolConnection(conn, probe)
         with self._pool_lock:
             self._reserved -= 1
             self._n_created += 1
@@ -465,14 +463,6 @@ class PooledDatabase(_DatabaseBase):
                                redact(str(self.database)),
                                redact(_describe(exc)), delay)
                 time.sleep(delay)
-
-    def _poller(self, conn: Any) -> Any:
-        fd = self._fileno(conn)
-        if fd is None or not hasattr(select, 'poll'):
-            return None
-        poller = select.poll()
-        poller.register(fd, _POLL_FLAGS)
-        return poller
 
     def _close_raw(self, conn: Any) -> None:
         try:
