@@ -596,8 +596,12 @@ class PooledDatabase(_DatabaseBase):
         closed too. The pool stays usable: the next checkout opens a new
         connection. Returns how many connections were closed."""
         wait = _seconds_arg('timeout', timeout)
-        own_key = None if self._state.closed else id(self._state.conn)
-        self._state.reset()
+        state = self._state
+        own_key = None if state.closed else id(state.conn)
+        # Only the connection goes: peewee's context and transaction stacks
+        # stay, so a connection_context() or atomic() that this call
+        # interrupts (a signal handler) unwinds normally afterwards.
+        state.closed, state.conn = True, None
         with self._pool_lock:
             # The caller's own connection is not waited for: it goes now.
             own = self._in_use.pop(own_key, None) if own_key else None

@@ -2,6 +2,7 @@
 import gc
 import json
 import os
+import signal
 import threading
 
 import peewee
@@ -188,3 +189,61 @@ def test_close_all_from_another_thread_while_busy(backend):
     stats = db.pool_stats()
     assert stats['in_use'] == 0 and db._reserved == 0
     assert stats['open'] == stats['idle'] <= 3
+
+
+@pytest.mark.skipif(not hasattr(signal, 'SIGUSR1'), reason='needs SIGUSR1')
+def test_close_all_from_a_signal_handler_interrupting_pool_work(backend):
+    """A handler runs in the main thread between any two bytecodes, possibly
+    inside the pool's own bookkeeping or a query: it must not deadlock, and
+    the counts must stay exact. The main thread's own connection is closed
+    under it; the one request it interrupts may fail with whatever its
+    driver raises for that (pymysql: even an AttributeError)."""
+    db = backend.make_db(max_connections=3, timeout=10)
+    closed = []
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        closed.append(db.close_all(timeout=5))
+
+    def worker(_):
+        while not stop.is_set():
+            try:
+                with db.connection_context():
+                    db.execute_sql('SELECT 1')
+            except (pp.PoolClosedError, peewee.DatabaseError):
+                pass
+
+    def send_signal():
+        wait_until(lambda: db.pool_stats()['checkouts'] > 200,
+                   what='traffic')
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    interrupted = []
+    previous = signal.signal(signal.SIGUSR1, handler)
+    helpers = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    helpers.append(threading.Thread(target=send_signal))
+    try:
+        for t in helpers:
+            t.start()
+        for _ in range(100_000):               # the main thread works too
+            if closed:
+                break
+            try:
+                with db.connection_context():
+                    db.execute_sql('SELECT 1')
+            except pp.PoolClosedError:
+                pass
+            except Exception as exc:       # closed under the query
+                interrupted.append(exc)
+    finally:
+        stop.set()
+        for t in helpers:
+            t.join(10)
+        signal.signal(signal.SIGUSR1, previous)
+    assert closed, 'the handler did not run'
+    assert len(interrupted) <= 1, interrupted
+    stats = db.pool_stats()
+    assert stats['in_use'] == 0 and db._reserved == 0
+    assert stats['open'] == stats['idle'] == stats['created'] - stats['closed']
+    with db.connection_context():
+        assert db.execute_sql('SELECT 1').fetchone()[0] == 1
