@@ -80,13 +80,12 @@ class _Waiter:
     """A thread waiting for a connection. Exactly one of ``hand`` (a
     connection), ``grant`` (a free slot: open a new one) or ``fail`` is called
     on it, by whoever removed it from the queue under the pool lock."""
-    __slots__ = ('_signal', 'record', 'slot', 'error', 'thread')
+    __slots__ = ('_signal', 'record', 'error', 'thread')
 
     def __init__(self) -> None:
         self._signal = threading.Lock()
         self._signal.acquire()
-        self.record: Optional[_PoolConnection] = None
-        self.slot = False
+        self.record: Optional[_PoolConnection] = None    # None: a slot
         self.error: Optional[BaseException] = None
         self.thread = threading.current_thread()
 
@@ -100,7 +99,6 @@ class _Waiter:
         self._signal.release()
 
     def grant(self) -> None:
-        self.slot = True
         self._signal.release()
 
     def fail(self, error: BaseException) -> None:
@@ -120,10 +118,17 @@ class _ThreadGuard:
         self.thread = threading.current_thread()
 
     def __del__(self) -> None:
+        # Runs as the thread's locals are freed: at its exit, holding no pool
+        # lock, or when a fork replaces the pool's thread-local. No I/O: the
+        # connections go back marked dirty (see _reclaim_abandoned).
         pool = self.pool()
-        if pool is not None:
+        if pool is None:
+            return
+        try:
             with pool._pool_lock:
                 pool._reclaim_abandoned(self.thread)
+        except Exception:       # interpreter shutdown: nothing to save
+            pass
 
 
 # Connections of a parent process, kept referenced in a forked child so that
@@ -177,7 +182,9 @@ class PooledDatabase(_DatabaseBase):
         self._heap_seq = itertools.count()
         self._housekeeper: Optional[Housekeeper] = None
         self._guards = threading.local()
-        self._reset_counters()
+        self._n_created = self._n_closed = self._n_checkouts = 0
+        self._n_timeouts = self._n_reclaimed = 0
+        self._wait_total = 0.0
         _pools.add(self)
         super().__init__(database, **kwargs)
 
@@ -192,11 +199,6 @@ class PooledDatabase(_DatabaseBase):
 
     def _check_database(self, database: Any) -> None:
         """Backends refuse a database the pool cannot share (SQLite memory)."""
-
-    def _reset_counters(self) -> None:
-        self._n_created = self._n_closed = self._n_checkouts = 0
-        self._n_timeouts = self._n_reclaimed = 0
-        self._wait_total = 0.0
 
     # -- Backend hooks -----------------------------------------------------
     # The pool opens with the database class's own _connect() and closes with
@@ -422,11 +424,16 @@ class PooledDatabase(_DatabaseBase):
         checked out. On failure the slot is freed (to a waiter, if any)."""
         try:
             conn = self._open(deadline)
-            probe = probe_for(self._fileno(conn))
         except BaseException:
             with self._pool_lock:
                 self._free_slots(1)
             raise
+        try:
+            probe = probe_for(self._fileno(conn))
+        except Exception:                  # no socket to probe: ping_after
+            logger.debug('No readability probe for connection %x.', id(conn),
+                         exc_info=True)
+            probe = None
         record = _PoolConnection(conn, probe)
         with self._pool_lock:
             self._reserved -= 1
@@ -484,7 +491,8 @@ class PooledDatabase(_DatabaseBase):
         """Close a checked-out connection, keeping its slot reserved for the
         caller, who opens a replacement in it."""
         with self._pool_lock:
-            self._in_use.pop(record.key, None)
+            if self._in_use.pop(record.key, None) is None:
+                self._closed_keys.pop(record.key, None)   # close_all's now
             self._reserved += 1
         self._close_raw(record.conn)
         with self._pool_lock:
@@ -549,9 +557,12 @@ class PooledDatabase(_DatabaseBase):
         without close() (``ended``, from its guard; or any dead owner, before
         a checkout would wait or fail). They go back as if returned, marked
         dirty: whoever takes one next rolls it back first, outside the lock."""
-        dead = [r for r in self._in_use.values()
-                if r.owner is ended or (ended is None and r.owner is not None
-                                        and not r.owner.is_alive())]
+        def gone(thread: Optional[threading.Thread]) -> bool:
+            if ended is not None:
+                return thread is ended
+            return thread is not None and not thread.is_alive()
+
+        dead = [r for r in self._in_use.values() if gone(r.owner)]
         for record in dead:
             logger.warning('Reclaimed connection %x from thread %r, which '
                            'ended without closing it.', record.key,
@@ -561,8 +572,7 @@ class PooledDatabase(_DatabaseBase):
             self._n_reclaimed += 1
             self._give_back(record, time.monotonic())
         for key, holder in list(self._closed_keys.items()):
-            if holder is ended or (holder is not None
-                                   and not holder.is_alive()):
+            if gone(holder):
                 del self._closed_keys[key]
         return len(dead)
 
