@@ -79,8 +79,12 @@ class Backend:
                 db.close_all()
             except Exception:
                 pass
+        self._drop()
         if self._admin is not None:
             self._admin.close()
+
+    def _drop(self) -> None:
+        """Remove what the test made on the server (after its pools)."""
 
     # The server's view
     def conn_id(self, db: Any) -> int:
@@ -171,15 +175,9 @@ class MySQLBackend(Backend):
         params['database'] = self.tag
         return pp.PooledMySQLDatabase(params.pop('database'), **params)
 
-    def close(self) -> None:
-        super().close()
+    def _drop(self) -> None:
         if self._dbs:
-            import pymysql
-            params = _url_kwargs(MYSQL_URL)
-            admin = pymysql.connect(database=params.pop('database'),
-                                    autocommit=True, **params)
-            admin.cursor().execute('DROP DATABASE IF EXISTS %s' % self.tag)
-            admin.close()
+            self.admin_query('DROP DATABASE IF EXISTS %s' % self.tag)
 
     @property
     def admin(self) -> Any:
