@@ -4,7 +4,7 @@ Our schemes live in our own table: peewee's ``playhouse.db_url.connect()``
 keeps returning what it always did.
 """
 from typing import Any, Dict, Type
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from playhouse.db_url import parseresult_to_dict
 
@@ -42,7 +42,10 @@ def connect(url: str, unquote_password: bool = False,
         raise ValueError('Unsupported URL scheme %r for playhouse_pool; use '
                          'one of: %s.' % (parsed.scheme,
                                           ', '.join(sorted(SCHEMES))))
-    kwargs = parseresult_to_dict(parsed, unquote_password, unquote_user)
+    # peewee 3.17's parser has no unquote_user: do that part here.
+    kwargs = parseresult_to_dict(parsed, unquote_password)
+    if unquote_user and 'user' in kwargs:
+        kwargs['user'] = unquote(kwargs['user'])
     for name in KEYWORDS:
         if name in kwargs:
             kwargs[name] = _pool_value(name, kwargs[name])

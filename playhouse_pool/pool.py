@@ -51,8 +51,16 @@ else:
 
 # Connect errors worth another attempt inside the deadline: the server is
 # down, restarting or out of slots. Anything else (bad keyword, missing
-# driver, bad credentials as ProgrammingError) surfaces at once.
-_RETRYABLE = (OperationalError, InterfaceError, OSError)
+# driver, bad credentials as ProgrammingError) surfaces at once. Told by the
+# DB-API class names, as peewee maps driver errors: peewee 3.17 passes
+# psycopg 3's own errors through unconverted.
+_RETRYABLE_NAMES = frozenset(('OperationalError', 'InterfaceError'))
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or any(
+        cls.__name__ in _RETRYABLE_NAMES for cls in type(exc).__mro__)
+
 _BACKOFF_FIRST = 0.05
 _BACKOFF_CAP = 2.0
 
@@ -451,8 +459,8 @@ class PooledDatabase(_DatabaseBase):
             try:
                 with _driver_errors:
                     return self._connect()
-            except _RETRYABLE as exc:
-                if deadline is None:
+            except Exception as exc:
+                if deadline is None or not _retryable(exc):
                     raise
                 attempt += 1
                 delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (attempt - 1))

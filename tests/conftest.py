@@ -4,6 +4,7 @@ Server addresses come from PLAYHOUSE_POOL_TEST_POSTGRES and
 PLAYHOUSE_POOL_TEST_MYSQL. An unreachable server skips its tests, unless
 PLAYHOUSE_POOL_REQUIRE names it (``postgres,mysql``): then they fail.
 """
+import importlib
 import os
 import threading
 import time
@@ -62,6 +63,9 @@ class Backend:
         self.tmp_path = tmp_path
         self.tag = 'pp_%s' % uuid.uuid4().hex[:10]
         self._admin: Optional[Any] = None
+        # The admin connection is shared by a test's threads; drivers'
+        # connections are not thread-safe.
+        self._admin_lock = threading.Lock()
         self._dbs: List[Any] = []
 
     # Databases
@@ -105,9 +109,10 @@ class Backend:
         raise NotImplementedError
 
     def admin_query(self, sql: str, params: tuple = ()) -> List[tuple]:
-        cursor = self.admin.cursor()
-        cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description else []
+        with self._admin_lock:
+            cursor = self.admin.cursor()
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
 
 
 class PostgresBackend(Backend):
@@ -220,6 +225,21 @@ class SqliteBackend(Backend):
     def conn_id(self, db: Any) -> int:
         return id(db.connection())
 
+
+def _database_errors() -> tuple:
+    # peewee's InterfaceError (connection closed) is not a DatabaseError.
+    errors: List[type] = [peewee.DatabaseError, peewee.InterfaceError]
+    for module in ('psycopg', 'psycopg2', 'pymysql'):
+        try:
+            errors.append(importlib.import_module(module).Error)
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+# A database error as the application sees it: peewee's, or the driver's
+# where peewee passes it through (peewee 3.17 with psycopg 3).
+DATABASE_ERRORS = _database_errors()
 
 _reachable: Dict[str, Optional[str]] = {}
 

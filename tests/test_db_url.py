@@ -64,6 +64,13 @@ def test_peewee_db_url_is_unchanged():
                    for cls in peewee_db_url.schemes.values())
 
 
+def test_quoted_user_and_password_are_unquoted_on_request():
+    db = pp.connect('postgresql+pool://us%40er:p%40ss@h/app',
+                    unquote_password=True, unquote_user=True)
+    assert db.connect_params['user'] == 'us@er'
+    assert db.connect_params['password'] == 'p@ss'
+
+
 def test_url_without_a_database_is_refused():
     with pytest.raises(ValueError, match='no database'):
         pp.connect('postgresql+pool://host')

@@ -5,11 +5,10 @@ import os
 import signal
 import threading
 
-import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import run_threads, wait_until
+from conftest import DATABASE_ERRORS, run_threads, wait_until
 from test_housekeeping import open_idle
 
 
@@ -47,7 +46,7 @@ def test_query_in_flight_fails_and_its_connection_is_discarded(server_backend):
         started.set()
         try:
             db.execute_sql(sleep)
-        except peewee.DatabaseError as exc:     # the driver's error
+        except DATABASE_ERRORS as exc:          # the driver's error
             outcome.append(exc)
         db.close()
 
@@ -56,7 +55,7 @@ def test_query_in_flight_fails_and_its_connection_is_discarded(server_backend):
     started.wait(10)
     server_backend.kill(outcome[0])
     t.join(30)
-    assert isinstance(outcome[1], peewee.DatabaseError)
+    assert isinstance(outcome[1], DATABASE_ERRORS)
     stats = db.pool_stats()
     assert (stats['open'], stats['closed']) == (0, 1)
     db.connect()
@@ -168,7 +167,7 @@ def busy(db, stop, unexpected):
         try:
             with db.connection_context():
                 db.execute_sql('SELECT 1')
-        except (pp.PoolClosedError, peewee.DatabaseError):
+        except (pp.PoolClosedError,) + DATABASE_ERRORS:
             pass
         except Exception as exc:
             unexpected.append(exc)

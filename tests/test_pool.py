@@ -5,7 +5,7 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import run_threads, wait_until
+from conftest import DATABASE_ERRORS, run_threads, wait_until
 
 
 def make_model(db, backend):
@@ -74,7 +74,7 @@ def test_query_error_does_not_poison_the_pool(backend):
     db.connect()
     sql = ("SELECT CAST('x' AS INTEGER) + 1/0" if backend.server == 'postgres'
            else 'SELECT * FROM no_such_table_%s' % backend.tag)
-    with pytest.raises(peewee.DatabaseError):
+    with pytest.raises(DATABASE_ERRORS):
         db.execute_sql(sql)
     db.close()
     db.connect()

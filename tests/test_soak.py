@@ -11,16 +11,14 @@ import os
 import random
 import threading
 
-import peewee
 import pytest
 
-from conftest import run_threads, wait_until
+from conftest import DATABASE_ERRORS, run_threads, wait_until
 
 THREADS = 32
 OPERATIONS = int(os.environ.get('PLAYHOUSE_POOL_SOAK_OPERATIONS', '2000'))
 MAX = 8
-EXPECTED = (peewee.OperationalError, peewee.InterfaceError,
-            peewee.DatabaseError)
+EXPECTED = DATABASE_ERRORS
 
 
 class Ledger:

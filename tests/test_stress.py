@@ -3,10 +3,9 @@ import random
 import threading
 import tracemalloc
 
-import peewee
 
 import playhouse_pool as pp
-from conftest import run_threads
+from conftest import DATABASE_ERRORS, run_threads
 
 MAX = 4
 
@@ -73,7 +72,7 @@ def test_random_operations_never_share_or_exceed(backend):
             holders.take(conn)
             try:
                 db.execute_sql('SELECT * FROM pp_no_such_table')
-            except peewee.DatabaseError:
+            except DATABASE_ERRORS:
                 pass
             holders.drop(conn)
 
