@@ -131,6 +131,16 @@ def _mysql_reset_connection(conn: Any) -> bool:
         return False
     execute(_COM_RESET_CONNECTION, b'')
     read_ok()
+    # The reset also drops what pymysql set up at connect: set it again
+    # (a round trip each, only for what was set).
+    mode = getattr(conn, 'autocommit_mode', None)
+    if mode is not None and conn.get_autocommit() != bool(mode):
+        conn.autocommit(mode)
+    cursor = conn.cursor()
+    if getattr(conn, 'sql_mode', None) is not None:
+        cursor.execute('SET sql_mode=%s', (conn.sql_mode,))
+    if getattr(conn, 'init_command', None) is not None:
+        cursor.execute(conn.init_command)
     return True
 
 

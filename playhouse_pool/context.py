@@ -1,5 +1,6 @@
 """execution_context(): a block that runs on a pooled connection of its own."""
 import functools
+import threading
 from typing import Any, Callable, List, TypeVar
 
 F = TypeVar('F', bound=Callable[..., Any])
@@ -19,8 +20,9 @@ class ExecutionContext:
     def __init__(self, database: Any, with_transaction: bool = True) -> None:
         self.database = database
         self.with_transaction = with_transaction
-        # One entry per active `with` of this object (re-entrant use).
-        self._frames: List[tuple] = []
+        # One stack per thread: an object may be shared by threads, and
+        # entered again while active.
+        self._local = threading.local()
 
     def __enter__(self) -> Any:
         db = self.database
@@ -35,11 +37,17 @@ class ExecutionContext:
         except BaseException:
             self._leave(saved)
             raise
-        self._frames.append((saved, txn))
+        self._frames().append((saved, txn))
         return db
 
+    def _frames(self) -> List[tuple]:
+        frames = getattr(self._local, 'frames', None)
+        if frames is None:
+            frames = self._local.frames = []
+        return frames
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        saved, txn = self._frames.pop()
+        saved, txn = self._frames().pop()
         try:
             if txn is not None:
                 txn.__exit__(exc_type, exc, tb)

@@ -98,13 +98,16 @@ class _Waiter:
         self.thread = threading.current_thread()
 
     def wait(self, timeout: float) -> bool:
-        if timeout == math.inf:
+        if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
             return self._signal.acquire()
         return self._signal.acquire(timeout=max(timeout, 0.0))
 
     def hand(self, record: _PoolConnection) -> None:
         self.record = record
         self._signal.release()
+
+    def consume(self) -> None:
+        self._signal.acquire(False)
 
     def grant(self) -> None:
         self._signal.release()
@@ -119,18 +122,21 @@ class _ThreadGuard:
     connection out. When the thread (or greenlet) ends, its locals are freed
     and this reclaims whatever the thread still held, at once: threads
     already waiting for a connection are not left waiting for nothing."""
-    __slots__ = ('pool', 'thread')
+    __slots__ = ('pool', 'thread', 'pid')
 
     def __init__(self, pool: 'PooledDatabase') -> None:
         self.pool = weakref.ref(pool)
         self.thread = threading.current_thread()
+        self.pid = os.getpid()
 
     def __del__(self) -> None:
         # Runs as the thread's locals are freed: at its exit, holding no pool
         # lock, or when a fork replaces the pool's thread-local. No I/O: the
         # connections go back marked dirty (see _reclaim_abandoned).
         pool = self.pool()
-        if pool is None:
+        # In a forked child, CPython frees the parent's other threads' state
+        # before the at-fork hooks run; their pool lock may be held forever.
+        if pool is None or self.pid != os.getpid():
             return
         try:
             with pool._pool_lock:
@@ -204,6 +210,13 @@ class PooledDatabase(_DatabaseBase):
         self._check_database(database)
         super().init(database, **kwargs)
         self._pool_options = options
+        with self._pool_lock:
+            # A higher max_connections: waiting threads get the new slots.
+            while self._waiters and self._has_free_slot(options):
+                self._reserved += 1
+                self._waiters.popleft().grant()
+        if self._connections or self._in_use:
+            self._start_housekeeping()
 
     def _check_database(self, database: Any) -> None:
         """Backends refuse a database the pool cannot share (SQLite memory)."""
@@ -251,7 +264,8 @@ class PooledDatabase(_DatabaseBase):
             if self.server_version is None:
                 with _driver_errors:
                     self._set_server_version(conn)
-            self._initialize_connection(conn)
+            with _driver_errors:
+                self._initialize_connection(conn)
         except BaseException:
             state.reset()
             self._discard_checked_out(conn)
@@ -272,7 +286,11 @@ class PooledDatabase(_DatabaseBase):
             return False
         conn = state.conn
         state.reset()
-        self._checkin(conn)
+        try:
+            self._checkin(conn)
+        except BaseException:          # interrupted mid-reset: don't keep it
+            self._discard_checked_out(conn)
+            raise
         return True
 
     def manual_close(self) -> bool:
@@ -296,14 +314,24 @@ class PooledDatabase(_DatabaseBase):
 
     def dispose(self) -> None:
         """Forget every connection without closing any (they may belong to
-        another process): the pool starts empty."""
-        self._forget_connections()
+        another process): the pool starts empty. Waiting threads get
+        ``PoolClosedError``; connects under way still land in the pool."""
+        with self._pool_lock:
+            self._fail_waiters(PoolClosedError(
+                'The pool was disposed of while waiting.'))
+            records = [e[2] for e in self._connections]
+            records += self._in_use.values()
+            _inherited.extend(r.conn for r in records)
+            self._connections = []
+            self._in_use = {}
+            self._closed_keys = {}
+        self._state.reset()
 
     # -- Checkout -----------------------------------------------------------
 
     def _checkout(self) -> Any:
         record = self._acquire()
-        if getattr(self._guards, 'guard', None) is None:
+        if self.thread_safe and getattr(self._guards, 'guard', None) is None:
             self._guards.guard = _ThreadGuard(self)
         if self._pool_options.leak_timeout is not None:
             record.stack = _caller_stack()
@@ -311,43 +339,52 @@ class PooledDatabase(_DatabaseBase):
 
     def _acquire(self) -> _PoolConnection:
         options = self._pool_options
-        now = time.monotonic()
-        waiter = None
-        with self._pool_lock:
-            if self._draining:
-                raise PoolClosedError('The pool is shutting down '
-                                      '(close_all is draining it).')
-            heap = self._connections
-            if (not heap and not self._waiters
-                    and not self._has_free_slot(options)):
-                # Threads' guards reclaim at thread exit; this scan is the
-                # fallback, run by the first thread about to wait, not by
-                # each one queueing behind it: it costs an is_alive() per
-                # checked-out connection (8% of S2's throughput if run on
-                # every such checkout).
-                self._reclaim_abandoned()        # may refill the idle heap
-            if heap:
-                record = heapq.heappop(heap)[2]
-                self._take(record, threading.current_thread(), now)
-            elif self._has_free_slot(options):
-                record = None
-                self._reserved += 1
-            else:
-                waiter = self._enqueue_waiter(options)
+        start = time.monotonic()
         wait = options.wait_seconds
-        deadline = None if wait is None else now + wait
-        if waiter is not None:
-            record = self._wait(waiter, deadline)  # None: granted a slot
-        if record is None:
-            return self._open_in_slot(deadline)
-        if self._verify(record, options, now):
-            return record
-        # Dead or stale: close it and open a new one in its slot.
-        self._retire(record)
-        return self._open_in_slot(deadline)
+        deadline = None if wait is None else start + wait
+        owner = threading.current_thread() if self.thread_safe else None
+        while True:
+            now = time.monotonic()
+            waiter = None
+            with self._pool_lock:
+                if self._draining:
+                    raise PoolClosedError('The pool is shutting down '
+                                          '(close_all is draining it).')
+                heap = self._connections
+                if (not heap and not self._waiters
+                        and not self._has_free_slot(options)):
+                    # Threads' guards reclaim at thread exit; this scan is
+                    # the fallback, run by the first thread about to wait,
+                    # not by each one queueing behind it: it costs an
+                    # is_alive() per checked-out connection (8% of S2's
+                    # throughput if run on every such checkout).
+                    self._reclaim_abandoned()    # may refill the idle heap
+                if heap:
+                    record = heapq.heappop(heap)[2]
+                    self._take(record, owner, now)
+                elif self._has_free_slot(options):
+                    record = None
+                    self._reserved += 1
+                else:
+                    waiter = self._enqueue_waiter(options)
+            if waiter is not None:
+                record = self._wait(waiter, deadline)  # None: a free slot
+            if record is None:
+                return self._open_in_slot(deadline, owner)
+            try:
+                usable = self._verify(record, options, now)
+            except BaseException:           # interrupted: give it back
+                self._release(record.conn, False)
+                raise
+            if usable:
+                return record
+            # Dead or stale: close it and open a new one in its slot, unless
+            # the pool took it back meanwhile (close_all): then start over.
+            if self._retire(record):
+                return self._open_in_slot(deadline, owner)
 
-    def _take(self, record: _PoolConnection, owner: threading.Thread,
-              now: float) -> None:
+    def _take(self, record: _PoolConnection,
+              owner: Optional[threading.Thread], now: float) -> None:
         # Under the pool lock: record becomes checked out by owner.
         record.checked_out = now
         record.owner = owner
@@ -382,26 +419,44 @@ class PooledDatabase(_DatabaseBase):
         """Sleep until handed a connection (returned) or a slot (None)."""
         start = time.monotonic()
         assert deadline is not None        # waiters always have one
-        signalled = waiter.wait(deadline - start)
+        try:
+            signalled = waiter.wait(deadline - start)
+        except BaseException:              # a signal handler, gevent.Timeout
+            self._abandon(waiter)
+            raise
         with self._pool_lock:
             self._wait_total += time.monotonic() - start
-            if not signalled:
-                # Timed out; but a hand-off may have raced the deadline: if
-                # it did, the waiter is out of the queue and owns the result.
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    waiter.wait(math.inf)
-                else:
-                    self._n_timeouts += 1
-                    raise MaxConnectionsExceeded(
-                        'Exceeded maximum connections, timed out after %ss '
-                        'waiting for a connection (max_connections=%s).'
-                        % (self._pool_options.timeout,
-                           self._pool_options.max_connections))
+            if not signalled and waiter in self._waiters:
+                self._waiters.remove(waiter)
+                self._n_timeouts += 1
+                raise MaxConnectionsExceeded(
+                    'Exceeded maximum connections, timed out after %ss '
+                    'waiting for a connection (max_connections=%s).'
+                    % (self._pool_options.timeout,
+                       self._pool_options.max_connections))
+        if not signalled:
+            # A hand-off raced the deadline: the waiter was served, and its
+            # signal is released (under the lock, so by now).
+            waiter.wait(math.inf)
         if waiter.error is not None:
             raise waiter.error
         return waiter.record
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A waiter leaves on an exception: out of the queue, or, if it was
+        served meanwhile, what it was given goes on to the next one."""
+        with self._pool_lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return
+        # Served: hand/grant/fail ran under the lock, so the result is set;
+        # the interrupted acquire may or may not have taken the signal.
+        waiter.consume()
+        if waiter.record is not None:
+            self._release(waiter.record.conn, True)
+        elif waiter.error is None:
+            with self._pool_lock:
+                self._free_slots(1)
 
     def _verify(self, record: _PoolConnection, options: PoolOptions,
                 now: float) -> bool:
@@ -433,7 +488,8 @@ class PooledDatabase(_DatabaseBase):
 
     # -- Opening and closing (always outside the lock) ----------------------
 
-    def _open_in_slot(self, deadline: Optional[float]) -> _PoolConnection:
+    def _open_in_slot(self, deadline: Optional[float],
+                      owner: Optional[threading.Thread]) -> _PoolConnection:
         """Open a connection in a slot this thread reserved; publish it as
         checked out. On failure the slot is freed (to a waiter, if any)."""
         try:
@@ -452,7 +508,7 @@ class PooledDatabase(_DatabaseBase):
         with self._pool_lock:
             self._reserved -= 1
             self._n_created += 1
-            self._take(record, threading.current_thread(), time.monotonic())
+            self._take(record, owner, time.monotonic())
         logger.debug('Opened connection %x.', record.key)
         self._start_housekeeping()
         return record
@@ -501,16 +557,20 @@ class PooledDatabase(_DatabaseBase):
                          exc_info=True)
             return False
 
-    def _retire(self, record: _PoolConnection) -> None:
+    def _retire(self, record: _PoolConnection) -> bool:
         """Close a checked-out connection, keeping its slot reserved for the
-        caller, who opens a replacement in it."""
+        caller, who opens a replacement in it. False if the pool took the
+        connection back meanwhile (close_all, close_stale): its slot is
+        gone, nothing is reserved."""
         with self._pool_lock:
             if self._in_use.pop(record.key, None) is None:
-                self._closed_keys.pop(record.key, None)   # close_all's now
+                self._closed_keys.pop(record.key, None)
+                return False
             self._reserved += 1
         self._close_raw(record.conn)
         with self._pool_lock:
             self._n_closed += 1
+        return True
 
     def _free_slots(self, count: int) -> None:
         """Under the lock: give ``count`` reserved slots to waiters (first
@@ -626,26 +686,33 @@ class PooledDatabase(_DatabaseBase):
         # stay, so a connection_context() or atomic() that this call
         # interrupts (a signal handler) unwinds normally afterwards.
         state.closed, state.conn = True, None
-        with self._pool_lock:
-            # The caller's own connection is not waited for: it goes now.
-            own = self._in_use.pop(own_key, None) if own_key else None
-            records = [own] if own is not None else []
-            self._reserved += len(records)
-            self._fail_waiters(PoolClosedError(
-                'The pool was closed (close_all) while waiting.'))
-            if wait:
-                self._draining += 1
-                try:
-                    self._drained.wait_for(lambda: not self._in_use, wait)
-                finally:
-                    self._draining -= 1
-            idle = [entry[2] for entry in self._connections]
-            self._connections = []
-            self._reserved += len(idle)
-            records += idle
-            held = list(self._in_use.values())
-            self._take_back(held)
-        self._close_records(records + held)
+        records: List[_PoolConnection] = []
+        held: List[_PoolConnection] = []
+        try:
+            with self._pool_lock:
+                # The caller's own connection is not waited for: it goes now.
+                own = self._in_use.pop(own_key, None) if own_key else None
+                if own is not None:
+                    records.append(own)
+                    self._reserved += 1
+                self._fail_waiters(PoolClosedError(
+                    'The pool was closed (close_all) while waiting.'))
+                if wait:
+                    self._draining += 1
+                    try:
+                        self._drained.wait_for(
+                            lambda: not self._in_use,
+                            wait if wait < threading.TIMEOUT_MAX else None)
+                    finally:
+                        self._draining -= 1
+                idle = [entry[2] for entry in self._connections]
+                self._connections = []
+                self._reserved += len(idle)
+                records += idle
+                held = list(self._in_use.values())
+                self._take_back(held)
+        finally:                # even if the drain is interrupted
+            self._close_records(records + held)
         return len(records) + len(held)
 
     def _take_back(self, held: List[_PoolConnection]) -> None:
@@ -667,8 +734,9 @@ class PooledDatabase(_DatabaseBase):
             self._waiters.popleft().fail(error)
 
     def _forget_connections(self) -> None:
-        """Drop all bookkeeping without closing anything: after a fork the
-        parent's connections stay referenced, never closed or used."""
+        """In a forked child: drop all bookkeeping without closing anything
+        (the parent's connections stay referenced, never closed or used),
+        with new locks (another thread of the parent may have held them)."""
         self._pool_lock = threading.RLock()
         self._drained = threading.Condition(self._pool_lock)
         records = [e[2] for e in self._connections] + list(
@@ -800,7 +868,7 @@ def _seconds_arg(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError('%s must be a number of seconds, not %s'
                         % (name, type(value).__name__))
-    if value < 0:
+    if math.isnan(value) or value < 0:
         raise ValueError('%s must be >= 0 seconds, got %r' % (name, value))
     return float(value)
 

@@ -191,3 +191,17 @@ def test_reset_session_runs_outside_the_pool_lock(server_backend):
     with db.connection_context():
         pass
     assert seen == [False]
+
+
+@pytest.mark.parametrize('server_backend', [MySQLBackend], indirect=True)
+def test_mysql_reset_session_keeps_what_was_set_at_connect(server_backend):
+    db = server_backend.make_db(max_connections=1, reset_session=True,
+                                sql_mode='ANSI_QUOTES',
+                                init_command="SET @pp_init = 'yes'")
+    for _ in range(2):
+        with db.connection_context():
+            mode, init = db.execute_sql(
+                'SELECT @@SESSION.sql_mode, @pp_init').fetchone()
+            assert mode == 'ANSI_QUOTES' and init == 'yes'
+            db.execute_sql("SET @pp_init = 'changed'")
+    assert db.pool_stats()['created'] == 1

@@ -117,3 +117,38 @@ def test_timeout_zero_waits_until_a_connection_comes(backend):
     db.close()
     t.join(10)
     assert served and served[0][0] == 'patient'
+
+
+def test_a_waiter_interrupted_by_an_exception_leaves_nothing_behind(backend):
+    """A signal handler (or gevent.Timeout) raising out of the wait: the
+    waiter leaves the queue, or passes on what it was just handed."""
+    db = backend.make_db(max_connections=1, timeout=30)
+    interrupted = []
+
+    def waiter_interrupted(_):
+        try:
+            db.connect()
+        except KeyboardInterrupt:
+            interrupted.append(True)
+
+    original = pp.pool._Waiter.wait
+
+    def wait_then_interrupt(self, timeout):
+        original(self, timeout)            # served (or timed out) ...
+        raise KeyboardInterrupt            # ... and interrupted right after
+
+    db.connect()
+    pp.pool._Waiter.wait = wait_then_interrupt
+    try:
+        t = threading.Thread(target=waiter_interrupted, args=(0,))
+        t.start()
+        wait_until(lambda: db.pool_stats()['waiting'] == 1, what='waiter')
+        db.close()                          # handed to the waiter
+        t.join(10)
+    finally:
+        pp.pool._Waiter.wait = original
+    assert interrupted == [True]
+    stats = db.pool_stats()
+    assert (stats['in_use'], stats['idle'], stats['waiting']) == (0, 1, 0)
+    db.connect()                            # and it is usable
+    db.close()
