@@ -1,9 +1,12 @@
 """Misuse gets a clear error (or peewee's harmless no-op) and the pool keeps
 working with exact counts."""
+import threading
+
 import peewee
 import pytest
 
 import playhouse_pool as pp
+from conftest import wait_until
 
 
 def connect_twice(db):
@@ -92,3 +95,37 @@ def test_a_connect_keyword_the_driver_rejects_fails_at_once(backend, timeout):
     stats = db.pool_stats()
     assert (stats['open'], stats['created']) == (0, 0) and db._reserved == 0
     assert db.is_closed()
+
+
+@pytest.mark.parametrize('value, error', [
+    (float('nan'), ValueError), (-1, ValueError), ('soon', TypeError)])
+def test_close_all_rejects_a_bad_timeout_and_changes_nothing(backend, value,
+                                                             error):
+    db = backend.make_db(max_connections=2)
+    db.connect()
+    with pytest.raises(error, match='timeout'):
+        db.close_all(timeout=value)
+    assert not db.is_closed() and db.pool_stats()['in_use'] == 1
+    db.close()
+
+
+def test_dispose_with_a_waiting_thread_fails_it_and_stays_usable(backend):
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    outcome = []
+
+    def wait_for_one(_):
+        try:
+            db.connect()
+        except pp.PoolClosedError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=wait_for_one, args=(0,))
+    t.start()
+    wait_until(lambda: db.pool_stats()['waiting'] == 1, what='the waiter')
+    db.dispose()
+    t.join(10)
+    assert len(outcome) == 1
+    assert db.is_closed() and db.pool_stats()['open'] == 0
+    with db.connection_context():
+        assert db.execute_sql('SELECT 1').fetchone()[0] == 1

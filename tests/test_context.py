@@ -1,6 +1,9 @@
 """execution_context(): its own connection, its own transaction."""
+import threading
+
 import pytest
 
+from conftest import run_threads
 from test_pool import count_items, make_model
 
 
@@ -109,3 +112,21 @@ def test_a_failed_commit_still_returns_the_connection(backend):
     assert db.pool_stats()['in_use'] == 0
     with db.execution_context():
         assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+
+
+def test_one_context_object_shared_by_threads_keeps_them_apart(backend):
+    db = backend.make_db(max_connections=4, timeout=10)
+    shared = db.execution_context(with_transaction=False)
+    both_inside = threading.Barrier(2)
+    seen = []
+
+    def use(_):
+        with shared:
+            conn = db.connection()
+            both_inside.wait()
+            seen.append(db.connection() is conn)
+        return db.is_closed()
+
+    assert run_threads(2, use) == [True, True]
+    assert seen == [True, True]
+    assert db.pool_stats()['in_use'] == 0

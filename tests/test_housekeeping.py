@@ -111,3 +111,17 @@ def test_service_whose_threads_never_close_keeps_running(backend):
         assert run_threads(4, request) == [1, 1, 1, 1]
     stats = db.pool_stats()
     assert stats['open'] <= 2 and stats['reclaimed'] >= 38
+
+
+def test_shared_state_connection_is_not_reclaimed_when_its_opener_ends(
+        backend):
+    """thread_safe=False: one connection state for all threads, so the
+    thread that opened it ending does not make it abandoned."""
+    db = backend.make_db(thread_safe=False, max_connections=1)
+    run_threads(1, lambda _: db.connect())
+    assert not db.is_closed()
+    assert db.close_idle() == 0
+    assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+    stats = db.pool_stats()
+    assert (stats['in_use'], stats['reclaimed']) == (1, 0)
+    db.close()
