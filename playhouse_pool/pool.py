@@ -140,7 +140,8 @@ class _ThreadGuard:
             return
         try:
             with pool._pool_lock:
-                pool._reclaim_abandoned(self.thread)
+                reclaimed = pool._reclaim_abandoned(self.thread)
+            _log_reclaimed(reclaimed)
         except Exception:       # interpreter shutdown: nothing to save
             pass
 
@@ -346,6 +347,7 @@ class PooledDatabase(_DatabaseBase):
         while True:
             now = time.monotonic()
             waiter = None
+            reclaimed: List[Tuple[int, str]] = []
             with self._pool_lock:
                 if self._draining:
                     raise PoolClosedError('The pool is shutting down '
@@ -358,7 +360,7 @@ class PooledDatabase(_DatabaseBase):
                     # not by each one queueing behind it: it costs an
                     # is_alive() per checked-out connection (8% of S2's
                     # throughput if run on every such checkout).
-                    self._reclaim_abandoned()    # may refill the idle heap
+                    reclaimed = self._reclaim_abandoned()  # refills the heap
                 if heap:
                     record = heapq.heappop(heap)[2]
                     self._take(record, owner, now)
@@ -367,6 +369,7 @@ class PooledDatabase(_DatabaseBase):
                     self._reserved += 1
                 else:
                     waiter = self._enqueue_waiter(options)
+            _log_reclaimed(reclaimed)
             if waiter is not None:
                 record = self._wait(waiter, deadline)  # None: a free slot
             if record is None:
@@ -626,11 +629,13 @@ class PooledDatabase(_DatabaseBase):
     # -- Reclaiming what threads abandoned -----------------------------------
 
     def _reclaim_abandoned(self, ended: Optional[threading.Thread] = None
-                           ) -> int:
+                           ) -> List[Tuple[int, str]]:
         """Under the lock: take back connections held by a thread that ended
         without close() (``ended``, from its guard; or any dead owner, before
         a checkout would wait or fail). They go back as if returned, marked
-        dirty: whoever takes one next rolls it back first, outside the lock."""
+        dirty: whoever takes one next rolls it back first, outside the lock.
+        Returns (connection, thread name) pairs for the caller to log once
+        the lock is released."""
         def gone(thread: Optional[threading.Thread]) -> bool:
             if ended is not None:
                 return thread is ended
@@ -638,9 +643,6 @@ class PooledDatabase(_DatabaseBase):
 
         dead = [r for r in self._in_use.values() if gone(r.owner)]
         for record in dead:
-            logger.warning('Reclaimed connection %x from thread %r, which '
-                           'ended without closing it.', record.key,
-                           _thread_name(record))
             del self._in_use[record.key]
             record.dirty = True
             self._n_reclaimed += 1
@@ -648,7 +650,7 @@ class PooledDatabase(_DatabaseBase):
         for key, holder in list(self._closed_keys.items()):
             if gone(holder):
                 del self._closed_keys[key]
-        return len(dead)
+        return [(r.key, _thread_name(r)) for r in dead]
 
     # -- Pool-wide operations -----------------------------------------------
 
@@ -803,7 +805,8 @@ class PooledDatabase(_DatabaseBase):
         if options.leak_timeout is not None:
             self._report_leaks(options.leak_timeout)
         with self._pool_lock:
-            self._reclaim_abandoned()
+            reclaimed = self._reclaim_abandoned()
+        _log_reclaimed(reclaimed)
         return tick_seconds(options.idle_timeout, options.leak_timeout)
 
     def _evict_idle(self, idle_timeout: float, keep: int) -> int:
@@ -856,6 +859,12 @@ def _caller_stack() -> List[str]:
     frames = [f for f in traceback.extract_stack(limit=32)
               if not f.filename.startswith(_PACKAGE_DIR)]
     return traceback.format_list(frames[-12:])
+
+
+def _log_reclaimed(reclaimed: List[Tuple[int, str]]) -> None:
+    for key, thread in reclaimed:
+        logger.warning('Reclaimed connection %x from thread %r, which ended '
+                       'without closing it.', key, thread)
 
 
 def _thread_name(record: _PoolConnection) -> str:
