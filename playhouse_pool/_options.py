@@ -22,7 +22,7 @@ def _whole(name: str, value: Any, *, allow_none: bool) -> Optional[int]:
     return value
 
 
-def _seconds(name: str, value: Any) -> Optional[float]:
+def seconds(name: str, value: Any) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -59,9 +59,9 @@ class PoolOptions:
              _whole('max_waiting', self.max_waiting, allow_none=True))
         # peewee's meaning: a stale_timeout of 0 turns the check off.
         set_(self, 'stale_timeout',
-             _seconds('stale_timeout', self.stale_timeout) or None)
+             seconds('stale_timeout', self.stale_timeout) or None)
         for name in ('timeout', 'idle_timeout', 'ping_after', 'leak_timeout'):
-            set_(self, name, _seconds(name, getattr(self, name)))
+            set_(self, name, seconds(name, getattr(self, name)))
         for name in ('idle_timeout', 'leak_timeout'):
             if getattr(self, name) == 0:
                 raise ValueError('%s must be > 0 seconds or None' % name)

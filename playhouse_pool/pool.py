@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 import peewee
 from peewee import InterfaceError, OperationalError
 
-from ._options import PoolOptions, pop_options
+from ._options import PoolOptions, pop_options, seconds
 from .context import ExecutionContext
 from .errors import MaxConnectionsExceeded, PoolClosedError
 from .housekeeping import Housekeeper, tick_seconds
@@ -666,7 +666,7 @@ class PooledDatabase(_DatabaseBase):
     def close_stale(self, age: float = 600) -> int:
         """Close connections checked out more than ``age`` seconds ago (their
         holders' later ``close()`` is a no-op); returns how many."""
-        cutoff = time.monotonic() - _seconds_arg('age', age)
+        cutoff = time.monotonic() - (seconds('age', age) or 0.0)
         with self._pool_lock:
             stale = [r for r in self._in_use.values()
                      if r.checked_out < cutoff]
@@ -681,7 +681,7 @@ class PooledDatabase(_DatabaseBase):
         connections to come back. The calling thread's own connection is
         closed too. The pool stays usable: the next checkout opens a new
         connection. Returns how many connections were closed."""
-        wait = _seconds_arg('timeout', timeout)
+        wait = seconds('timeout', timeout) or 0.0
         state = self._state
         own_key = None if state.closed else id(state.conn)
         # Only the connection goes: peewee's context and transaction stacks
@@ -869,16 +869,3 @@ def _log_reclaimed(reclaimed: List[Tuple[int, str]]) -> None:
 
 def _thread_name(record: _PoolConnection) -> str:
     return record.owner.name if record.owner is not None else '?'
-
-
-def _seconds_arg(name: str, value: Any) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError('%s must be a number of seconds, not %s'
-                        % (name, type(value).__name__))
-    if math.isnan(value) or value < 0:
-        raise ValueError('%s must be >= 0 seconds, got %r' % (name, value))
-    return float(value)
-
-

@@ -122,12 +122,10 @@ def test_ping_after_zero_pings_on_every_checkout(server_backend):
 
 def test_checkout_beyond_max_raises_at_once_without_timeout(backend):
     db = backend.make_db(max_connections=2)
-    held = threading.Event()
     release = threading.Event()
 
     def hold(_):
         db.connect()
-        held.set()
         release.wait(10)
         db.close()
 
