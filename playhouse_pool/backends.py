@@ -22,7 +22,9 @@ class _PooledPostgresql(PooledDatabase):
     """Postgres through psycopg2 or psycopg 3 (told apart by the object)."""
 
     def _is_closed(self, conn: Any) -> bool:
-        return bool(conn.closed) or _pg_status(conn) == _PG_UNKNOWN
+        if conn.closed:
+            return True
+        return _pg_status(conn) == _PG_UNKNOWN
 
     def _fileno(self, conn: Any) -> Optional[int]:
         return conn.fileno()
@@ -36,6 +38,8 @@ class _PooledPostgresql(PooledDatabase):
 
     def _can_reuse(self, conn: Any) -> bool:
         status = _pg_status(conn)
+        if status == _PG_IDLE and not self._pool_options.reset_session:
+            return True                     # the common case
         if status == _PG_UNKNOWN:           # the server is gone
             return False
         if status != _PG_IDLE:
@@ -45,24 +49,21 @@ class _PooledPostgresql(PooledDatabase):
         return status == _PG_IDLE or _pg_status(conn) == _PG_IDLE
 
 
-def _psycopg2_status(conn: Any) -> int:
-    return conn.get_transaction_status()
-
-
 def _psycopg3_status(conn: Any) -> int:
     return conn.pgconn.transaction_status
 
 
-# Connection class -> how to read its transaction status; a dict lookup on
-# the checkout path instead of probing attributes every time.
+# Connection class -> how to read its transaction status (psycopg2's is the
+# C method itself): one dict lookup on the checkout path, no probing.
 _STATUS_READERS: Dict[type, Callable[[Any], int]] = {}
 
 
 def _pg_status(conn: Any) -> int:
-    reader = _STATUS_READERS.get(type(conn))
-    if reader is None:
+    try:
+        reader = _STATUS_READERS[type(conn)]
+    except KeyError:
         reader = (_psycopg3_status if hasattr(conn, 'pgconn')
-                  else _psycopg2_status)
+                  else type(conn).get_transaction_status)
         _STATUS_READERS[type(conn)] = reader
     return reader(conn)
 

@@ -200,6 +200,10 @@ class PooledDatabase(_DatabaseBase):
         self._n_created = self._n_closed = self._n_checkouts = 0
         self._n_timeouts = self._n_reclaimed = 0
         self._wait_total = 0.0
+        # peewee's per-connect hook, skipped on the checkout path where
+        # neither the class nor a subclass gives it a body.
+        self._initializes = (type(self)._initialize_connection
+                             is not peewee.Database._initialize_connection)
         _pools.add(self)
         super().__init__(database, **kwargs)
 
@@ -265,8 +269,9 @@ class PooledDatabase(_DatabaseBase):
             if self.server_version is None:
                 with _driver_errors:
                     self._set_server_version(conn)
-            with _driver_errors:
-                self._initialize_connection(conn)
+            if self._initializes:
+                with _driver_errors:
+                    self._initialize_connection(conn)
         except BaseException:
             state.reset()
             self._discard_checked_out(conn)
@@ -279,16 +284,16 @@ class PooledDatabase(_DatabaseBase):
         if self.deferred:
             raise InterfaceError('Error, database must be initialized '
                                  'before opening a connection.')
-        if self.in_transaction():
+        state = self._state
+        if state.transactions:
             raise OperationalError('Attempting to close database while '
                                    'transaction is open.')
-        state = self._state
         if state.closed:
             return False
         conn = state.conn
         state.reset()
         try:
-            self._checkin(conn)
+            self._release(conn, self._reset(conn))
         except BaseException:          # interrupted mid-reset: don't keep it
             self._discard_checked_out(conn)
             raise
@@ -331,24 +336,27 @@ class PooledDatabase(_DatabaseBase):
     # -- Checkout -----------------------------------------------------------
 
     def _checkout(self) -> Any:
-        record = self._acquire()
-        if self.thread_safe and getattr(self._guards, 'guard', None) is None:
-            self._guards.guard = _ThreadGuard(self)
+        owner = None
+        if self.thread_safe:
+            guard = getattr(self._guards, 'guard', None)
+            if guard is None:
+                guard = self._guards.guard = _ThreadGuard(self)
+            owner = guard.thread
+        record = self._acquire(owner)
         if self._pool_options.leak_timeout is not None:
             record.stack = _caller_stack()
         return record.conn
 
-    def _acquire(self) -> _PoolConnection:
+    def _acquire(self, owner: Optional[threading.Thread]) -> _PoolConnection:
         options = self._pool_options
-        start = time.monotonic()
-        wait = options.wait_seconds
-        deadline = None if wait is None else start + wait
-        owner = threading.current_thread() if self.thread_safe else None
+        start = now = time.monotonic()
         while True:
-            now = time.monotonic()
-            waiter = None
-            reclaimed: List[Tuple[int, str]] = []
-            with self._pool_lock:
+            record = waiter = reclaimed = None
+            # acquire()/release() rather than ``with``: a third of the
+            # lock's cost on the checkout path (0.08 against 0.28 us here).
+            lock = self._pool_lock
+            lock.acquire()
+            try:
                 if self._draining:
                     raise PoolClosedError('The pool is shutting down '
                                           '(close_all is draining it).')
@@ -365,15 +373,19 @@ class PooledDatabase(_DatabaseBase):
                     record = heapq.heappop(heap)[2]
                     self._take(record, owner, now)
                 elif self._has_free_slot(options):
-                    record = None
                     self._reserved += 1
                 else:
                     waiter = self._enqueue_waiter(options)
-            _log_reclaimed(reclaimed)
-            if waiter is not None:
-                record = self._wait(waiter, deadline)  # None: a free slot
-            if record is None:
-                return self._open_in_slot(deadline, owner)
+            finally:
+                lock.release()
+            if reclaimed:
+                _log_reclaimed(reclaimed)
+            if record is None or waiter is not None:
+                deadline = _deadline(options, start)
+                if waiter is not None:
+                    record = self._wait(waiter, deadline)  # None: a slot
+                if record is None:
+                    return self._open_in_slot(deadline, owner)
             try:
                 usable = self._verify(record, options, now)
             except BaseException:           # interrupted: give it back
@@ -384,7 +396,8 @@ class PooledDatabase(_DatabaseBase):
             # Dead or stale: close it and open a new one in its slot, unless
             # the pool took it back meanwhile (close_all): then start over.
             if self._retire(record):
-                return self._open_in_slot(deadline, owner)
+                return self._open_in_slot(_deadline(options, start), owner)
+            now = time.monotonic()
 
     def _take(self, record: _PoolConnection,
               owner: Optional[threading.Thread], now: float) -> None:
@@ -586,9 +599,6 @@ class PooledDatabase(_DatabaseBase):
 
     # -- Check-in -----------------------------------------------------------
 
-    def _checkin(self, conn: Any) -> None:
-        self._release(conn, self._reset(conn))
-
     def _discard_checked_out(self, conn: Any) -> None:
         self._release(conn, False)
 
@@ -597,7 +607,9 @@ class PooledDatabase(_DatabaseBase):
         heap, or (broken or stale) closed, freeing its slot."""
         now = time.monotonic()
         stale = self._pool_options.stale_timeout
-        with self._pool_lock:
+        lock = self._pool_lock
+        lock.acquire()                  # not ``with``: see _acquire
+        try:
             record = self._in_use.pop(id(conn), None)
             if record is None:
                 # Closed by the pool while held (close_all, close_stale).
@@ -610,6 +622,8 @@ class PooledDatabase(_DatabaseBase):
             self._reserved += 1
             if self._draining and not self._in_use:
                 self._drained.notify_all()
+        finally:
+            lock.release()
         self._close_records([record])
 
     def _give_back(self, record: _PoolConnection, now: float) -> None:
@@ -844,6 +858,11 @@ class PooledDatabase(_DatabaseBase):
                 '%.3gs (leak_timeout); checked out at:\n%s', record.key,
                 _thread_name(record), leak_timeout,
                 ''.join(record.stack or ['(stack not recorded)\n']))
+
+
+def _deadline(options: PoolOptions, start: float) -> Optional[float]:
+    wait = options.wait_seconds
+    return None if wait is None else start + wait
 
 
 def _describe(exc: BaseException) -> str:
