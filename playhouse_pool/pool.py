@@ -40,6 +40,9 @@ from ._redact import redact
 
 logger = logging.getLogger('playhouse_pool')
 
+# peewee's base hook for a new connection: it has no body.
+_NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
+
 # peewee's context manager that turns driver errors into peewee's.
 _driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 
@@ -203,7 +206,7 @@ class PooledDatabase(_DatabaseBase):
         # peewee's per-connect hook, skipped on the checkout path where
         # neither the class nor a subclass gives it a body.
         self._initializes = (type(self)._initialize_connection
-                             is not peewee.Database._initialize_connection)
+                             is not _NO_INITIALIZE)
         _pools.add(self)
         super().__init__(database, **kwargs)
 
