@@ -312,3 +312,20 @@ def test_models_work_across_threads(backend):
     run_threads(6, work)
     assert count_items(backend, db, Item) == 60
     assert db.pool_stats()['open'] <= 3
+
+
+def test_a_subclass_connection_hook_runs_on_every_checkout(tmp_path):
+    # The pool skips peewee's empty _initialize_connection on its fast path;
+    # a body given by a subclass must still run for each checkout.
+    seen = []
+
+    class Hooked(pp.PooledSqliteDatabase):
+        def _initialize_connection(self, conn):
+            seen.append(conn)
+
+    db = Hooked(str(tmp_path / 'hooked.db'), max_connections=1)
+    for _ in range(3):
+        db.connect()
+        db.close()
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
+    assert db.pool_stats()['created'] == 1
