@@ -91,7 +91,7 @@ class _Waiter:
     """A thread waiting for a connection. Exactly one of ``hand`` (a
     connection), ``grant`` (a free slot: open a new one) or ``fail`` is called
     on it, by whoever removed it from the queue under the pool lock."""
-    __slots__ = ('_signal', 'record', 'error', 'thread')
+    __slots__ = ('_signal', 'record', 'error', 'thread', 'since')
 
     def __init__(self) -> None:
         self._signal = threading.Lock()
@@ -99,6 +99,7 @@ class _Waiter:
         self.record: Optional[_PoolConnection] = None    # None: a slot
         self.error: Optional[BaseException] = None
         self.thread = threading.current_thread()
+        self.since = time.monotonic()
 
     def wait(self, timeout: float) -> bool:
         if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
@@ -222,7 +223,7 @@ class PooledDatabase(_DatabaseBase):
             # A higher max_connections: waiting threads get the new slots.
             while self._waiters and self._has_free_slot(options):
                 self._reserved += 1
-                self._waiters.popleft().grant()
+                self._next_waiter().grant()
         if self._connections or self._in_use:
             self._start_housekeeping()
 
@@ -436,24 +437,23 @@ class PooledDatabase(_DatabaseBase):
     def _wait(self, waiter: _Waiter,
               deadline: Optional[float]) -> Optional[_PoolConnection]:
         """Sleep until handed a connection (returned) or a slot (None)."""
-        start = time.monotonic()
         assert deadline is not None        # waiters always have one
         try:
-            signalled = waiter.wait(deadline - start)
+            signalled = waiter.wait(deadline - time.monotonic())
         except BaseException:              # a signal handler, gevent.Timeout
             self._abandon(waiter)
             raise
-        with self._pool_lock:
-            self._wait_total += time.monotonic() - start
-            if not signalled and waiter in self._waiters:
-                self._waiters.remove(waiter)
-                self._n_timeouts += 1
-                raise MaxConnectionsExceeded(
-                    'Exceeded maximum connections, timed out after %ss '
-                    'waiting for a connection (max_connections=%s).'
-                    % (self._pool_options.timeout,
-                       self._pool_options.max_connections))
         if not signalled:
+            with self._pool_lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    self._n_timeouts += 1
+                    self._wait_total += time.monotonic() - waiter.since
+                    raise MaxConnectionsExceeded(
+                        'Exceeded maximum connections, timed out after %ss '
+                        'waiting for a connection (max_connections=%s).'
+                        % (self._pool_options.timeout,
+                           self._pool_options.max_connections))
             # A hand-off raced the deadline: the waiter was served, and its
             # signal is released (under the lock, so by now).
             waiter.wait(math.inf)
@@ -596,7 +596,7 @@ class PooledDatabase(_DatabaseBase):
         come, first served) or back to the pool."""
         for _ in range(count):
             if self._waiters:
-                self._waiters.popleft().grant()
+                self._next_waiter().grant()
             else:
                 self._reserved -= 1
 
@@ -634,7 +634,7 @@ class PooledDatabase(_DatabaseBase):
         # to the idle heap if nobody waits.
         record.stack = None
         if self._waiters:
-            waiter = self._waiters.popleft()
+            waiter = self._next_waiter()
             self._take(record, waiter.thread, now)
             waiter.hand(record)
         else:
@@ -748,9 +748,15 @@ class PooledDatabase(_DatabaseBase):
             self._n_closed += len(records)
             self._free_slots(len(records))
 
+    def _next_waiter(self) -> _Waiter:
+        # Under the lock: the first waiter leaves the queue, served now.
+        waiter = self._waiters.popleft()
+        self._wait_total += time.monotonic() - waiter.since
+        return waiter
+
     def _fail_waiters(self, error: BaseException) -> None:
         while self._waiters:
-            self._waiters.popleft().fail(error)
+            self._next_waiter().fail(error)
 
     def _forget_connections(self) -> None:
         """In a forked child: drop all bookkeeping without closing anything

@@ -1,5 +1,6 @@
 """Checkout and check-in against the real servers (and SQLite)."""
 import threading
+import time
 
 import peewee
 import pytest
@@ -157,10 +158,13 @@ def test_waiter_gets_the_connection_returned_within_timeout(backend):
     waiter = threading.Thread(target=wait_for_it, args=(0,))
     waiter.start()
     wait_until(lambda: db.pool_stats()['waiting'] == 1, what='the waiter')
+    time.sleep(0.05)           # the queued waiter waits at least this long
     db.close()
     waiter.join(10)
     assert got == [holder_conn]
-    assert db.pool_stats()['created'] == 1
+    stats = db.pool_stats()
+    assert stats['created'] == 1 and stats['waiting'] == 0
+    assert stats['wait_seconds'] >= 0.05
 
 
 def test_waiter_times_out_with_max_connections_exceeded(backend):
