@@ -129,6 +129,16 @@ class Adapter(Protocol):
     def checkin(self, handle: Any) -> None: ...
     def close(self) -> None: ...
 
+    def cycle(self) -> Query:
+        """One checkout, query and check-in as a user of the pool writes
+        it, with nothing of the adapter's in between (S1 times this)."""
+        ...
+
+    def held(self, handle: Any) -> Query:
+        """The same query on a connection checked out already (S1's
+        floor), written the same way."""
+        ...
+
 
 class PeeweeAdapter:
     """A peewee-style pooled database: connect() checks out, close() in."""
@@ -144,6 +154,23 @@ class PeeweeAdapter:
 
     def checkin(self, handle: None) -> None:
         self.db.close()
+
+    def cycle(self) -> Query:
+        connect, execute_sql, close = (self.db.connect, self.db.execute_sql,
+                                       self.db.close)
+
+        def op() -> None:
+            connect()
+            execute_sql(SQL).fetchone()
+            close()
+        return op
+
+    def held(self, handle: None) -> Query:
+        execute_sql = self.db.execute_sql
+
+        def op() -> None:
+            execute_sql(SQL).fetchone()
+        return op
 
     def close(self) -> None:
         self.db.close_all()
@@ -164,6 +191,21 @@ class PsycopgPoolAdapter:
 
     def checkin(self, handle: Tuple[Any, Any]) -> None:
         handle[0].__exit__(None, None, None)
+
+    def cycle(self) -> Query:
+        connection = self.pool.connection
+
+        def op() -> None:
+            with connection(timeout=CHECKOUT_TIMEOUT) as conn:
+                conn.execute(SQL).fetchone()
+        return op
+
+    def held(self, handle: Tuple[Any, Any]) -> Query:
+        execute = handle[1].execute
+
+        def op() -> None:
+            execute(SQL).fetchone()
+        return op
 
     def close(self) -> None:
         self.pool.close(timeout=5)
@@ -333,14 +375,7 @@ def run_s1(ctx: Context, spec: PoolSpec) -> Figures:
     """
     adapter = spec.build(ctx.target, 1, 1)
     try:
-        checkout, query, checkin = (adapter.checkout, adapter.query,
-                                    adapter.checkin)
-
-        def pooled() -> None:
-            handle = checkout()
-            query(handle)
-            checkin(handle)
-
+        pooled = adapter.cycle()
         per_op = _time_loop(pooled, 200) / 200  # also opens the connection
         rounds = max(min(ctx.iterations, int(S1_BUDGET / per_op))
                      // S1_BLOCK, 1)
@@ -361,8 +396,7 @@ def _held_loop(adapter: Adapter, count: int) -> float:
     """Seconds for ``count`` queries on one checked-out connection."""
     handle = adapter.checkout()
     try:
-        query = adapter.query
-        return _time_loop(lambda: query(handle), count)
+        return _time_loop(adapter.held(handle), count)
     finally:
         adapter.checkin(handle)
 
