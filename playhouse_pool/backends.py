@@ -24,7 +24,11 @@ class _PooledPostgresql(PooledDatabase):
     def _is_closed(self, conn: Any) -> bool:
         if conn.closed:
             return True
-        return _pg_status(conn) == _PG_UNKNOWN
+        try:
+            status = _STATUS_READERS[type(conn)](conn)
+        except KeyError:
+            status = _pg_status(conn)
+        return status == _PG_UNKNOWN
 
     def _fileno(self, conn: Any) -> Optional[int]:
         return conn.fileno()
@@ -37,7 +41,10 @@ class _PooledPostgresql(PooledDatabase):
         return True
 
     def _can_reuse(self, conn: Any) -> bool:
-        status = _pg_status(conn)
+        try:
+            status = _STATUS_READERS[type(conn)](conn)
+        except KeyError:
+            status = _pg_status(conn)
         if status == _PG_IDLE and not self._pool_options.reset_session:
             return True                     # the common case
         if status == _PG_UNKNOWN:           # the server is gone
@@ -54,7 +61,8 @@ def _psycopg3_status(conn: Any) -> int:
 
 
 # Connection class -> how to read its transaction status (psycopg2's is the
-# C method itself): one dict lookup on the checkout path, no probing.
+# C method itself): one dict lookup on the checkout path, no probing. The
+# hooks above read it inline; _pg_status fills it on first sight of a class.
 _STATUS_READERS: Dict[type, Callable[[Any], int]] = {}
 
 
