@@ -60,8 +60,14 @@ def _psycopg3_status(conn: Any) -> int:
     return conn.pgconn.transaction_status
 
 
+def _psycopg2_status(conn: Any) -> int:
+    # For wrapped connections (tracing proxies) whose class lacks the method.
+    return conn.get_transaction_status()
+
+
 # Connection class -> how to read its transaction status (psycopg2's is the
-# C method itself): one dict lookup on the checkout path, no probing. The
+# C method itself, unless a proxy class stands in for the connection): one
+# dict lookup on the checkout path, no probing. The
 # hooks above read it inline; _pg_status fills it on first sight of a class.
 _STATUS_READERS: Dict[type, Callable[[Any], int]] = {}
 
@@ -71,7 +77,8 @@ def _pg_status(conn: Any) -> int:
         reader = _STATUS_READERS[type(conn)]
     except KeyError:
         reader = (_psycopg3_status if hasattr(conn, 'pgconn')
-                  else type(conn).get_transaction_status)
+                  else getattr(type(conn), 'get_transaction_status', None)
+                  or _psycopg2_status)
         _STATUS_READERS[type(conn)] = reader
     return reader(conn)
 

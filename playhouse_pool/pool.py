@@ -40,7 +40,8 @@ from ._redact import redact
 
 logger = logging.getLogger('playhouse_pool')
 
-# peewee's base hook for a new connection: it has no body.
+# peewee's base hook for each connect: it has no body, so the checkout path
+# skips it unless a subclass (or the instance) gives it one.
 _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 
 # peewee's context manager that turns driver errors into peewee's.
@@ -91,14 +92,14 @@ class _Waiter:
     """A thread waiting for a connection. Exactly one of ``hand`` (a
     connection), ``grant`` (a free slot: open a new one) or ``fail`` is called
     on it, by whoever removed it from the queue under the pool lock."""
-    __slots__ = ('_signal', 'record', 'error', 'thread', 'since')
+    __slots__ = ('_signal', 'record', 'error', 'owner', 'since')
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Optional[threading.Thread]) -> None:
         self._signal = threading.Lock()
         self._signal.acquire()
         self.record: Optional[_PoolConnection] = None    # None: a slot
         self.error: Optional[BaseException] = None
-        self.thread = threading.current_thread()
+        self.owner = owner       # who holds what it is handed (None: shared)
         self.since = time.monotonic()
 
     def wait(self, timeout: float) -> bool:
@@ -204,10 +205,6 @@ class PooledDatabase(_DatabaseBase):
         self._n_created = self._n_closed = self._n_checkouts = 0
         self._n_timeouts = self._n_reclaimed = 0
         self._wait_total = 0.0
-        # peewee's per-connect hook, skipped on the checkout path where
-        # neither the class nor a subclass gives it a body.
-        self._initializes = (type(self)._initialize_connection
-                             is not _NO_INITIALIZE)
         _pools.add(self)
         super().__init__(database, **kwargs)
 
@@ -273,9 +270,10 @@ class PooledDatabase(_DatabaseBase):
             if self.server_version is None:
                 with _driver_errors:
                     self._set_server_version(conn)
-            if self._initializes:
+            initialize = self._initialize_connection
+            if getattr(initialize, '__func__', None) is not _NO_INITIALIZE:
                 with _driver_errors:
-                    self._initialize_connection(conn)
+                    initialize(conn)
         except BaseException:
             state.reset()
             self._discard_checked_out(conn)
@@ -356,11 +354,9 @@ class PooledDatabase(_DatabaseBase):
         start = now = time.monotonic()
         while True:
             record = waiter = reclaimed = None
-            # acquire()/release() rather than ``with``: a third of the
-            # lock's cost on the checkout path (0.08 against 0.28 us here).
-            lock = self._pool_lock
-            lock.acquire()
-            try:
+            # ``with``, not acquire() then try: a signal handler that raises
+            # between those two would leave the lock held for good.
+            with self._pool_lock:
                 if self._draining:
                     raise PoolClosedError('The pool is shutting down '
                                           '(close_all is draining it).')
@@ -379,9 +375,7 @@ class PooledDatabase(_DatabaseBase):
                 elif self._has_free_slot(options):
                     self._reserved += 1
                 else:
-                    waiter = self._enqueue_waiter(options)
-            finally:
-                lock.release()
+                    waiter = self._enqueue_waiter(options, owner)
             if reclaimed:
                 _log_reclaimed(reclaimed)
             if record is None or waiter is not None:
@@ -417,7 +411,8 @@ class PooledDatabase(_DatabaseBase):
         return limit is None or (len(self._connections) + len(self._in_use)
                                  + self._reserved) < limit
 
-    def _enqueue_waiter(self, options: PoolOptions) -> _Waiter:
+    def _enqueue_waiter(self, options: PoolOptions,
+                        owner: Optional[threading.Thread]) -> _Waiter:
         # Under the pool lock, with no idle connection and no free slot.
         if options.wait_seconds is None:
             self._n_timeouts += 1
@@ -430,7 +425,7 @@ class PooledDatabase(_DatabaseBase):
             raise MaxConnectionsExceeded(
                 'Exceeded maximum connections: max_waiting=%d threads are '
                 'already waiting.' % options.max_waiting)
-        waiter = _Waiter()
+        waiter = _Waiter(owner)
         self._waiters.append(waiter)
         return waiter
 
@@ -610,9 +605,7 @@ class PooledDatabase(_DatabaseBase):
         heap, or (broken or stale) closed, freeing its slot."""
         now = time.monotonic()
         stale = self._pool_options.stale_timeout
-        lock = self._pool_lock
-        lock.acquire()                  # not ``with``: see _acquire
-        try:
+        with self._pool_lock:
             record = self._in_use.pop(id(conn), None)
             if record is None:
                 # Closed by the pool while held (close_all, close_stale).
@@ -625,8 +618,6 @@ class PooledDatabase(_DatabaseBase):
             self._reserved += 1
             if self._draining and not self._in_use:
                 self._drained.notify_all()
-        finally:
-            lock.release()
         self._close_records([record])
 
     def _give_back(self, record: _PoolConnection, now: float) -> None:
@@ -635,7 +626,7 @@ class PooledDatabase(_DatabaseBase):
         record.stack = None
         if self._waiters:
             waiter = self._next_waiter()
-            self._take(record, waiter.thread, now)
+            self._take(record, waiter.owner, now)
             waiter.hand(record)
         else:
             heapq.heappush(self._connections,

@@ -8,7 +8,8 @@ import threading
 import pytest
 
 import playhouse_pool as pp
-from conftest import DATABASE_ERRORS, run_threads, wait_until
+from conftest import (DATABASE_ERRORS, Psycopg2Backend, run_threads,
+                      wait_until)
 from test_housekeeping import open_idle
 
 
@@ -245,3 +246,75 @@ def test_close_all_from_a_signal_handler_interrupting_pool_work(backend):
     assert stats['open'] == stats['idle'] == stats['created'] - stats['closed']
     with db.connection_context():
         assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def test_an_exception_from_a_signal_handler_never_leaves_the_pool_lock_held(
+        tmp_path):
+    """A handler that raises (KeyboardInterrupt, a timeout) can land between
+    any two bytecodes of connect() and close(): whatever it interrupts, the
+    pool's lock must not stay held, or every other thread hangs on it."""
+    db = pp.PooledSqliteDatabase(str(tmp_path / 'signals.db'),
+                                 max_connections=None)
+    armed = [False]
+
+    def handler(signum, frame):
+        if armed[0]:
+            armed[0] = False
+            raise _Interrupt
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 3e-5, 3e-5)
+    interrupts = held = 0
+    try:
+        for _ in range(20_000):
+            try:
+                armed[0] = True
+                db.connect(reuse_if_open=True)
+                db.close()
+                armed[0] = False
+            except _Interrupt:
+                interrupts += 1
+                if db._pool_lock._is_owned():
+                    held += 1
+                    while db._pool_lock._is_owned():
+                        db._pool_lock.release()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupts > 100, 'the timer hardly interrupted anything'
+    assert held == 0, '%d of %d interrupts left the lock held' % (
+        held, interrupts)
+
+
+@pytest.mark.parametrize('server_backend', [Psycopg2Backend], indirect=True)
+def test_a_proxied_psycopg2_connection_is_reused(server_backend):
+    """Tracing libraries hand out proxies of the driver's connection (wrapt's
+    ObjectProxy): the pool must read them through their attributes, not
+    their class, and keep reusing them."""
+
+    class Proxy:
+        def __init__(self, conn):
+            object.__setattr__(self, '_wrapped', conn)
+
+        def __getattr__(self, name):
+            return getattr(self._wrapped, name)
+
+        def __setattr__(self, name, value):
+            setattr(self._wrapped, name, value)
+
+    class Traced(server_backend.db_class):
+        def _connect(self):
+            return Proxy(super()._connect())
+
+    server_backend.db_class = Traced
+    db = server_backend.make_db(max_connections=2)
+    for _ in range(3):
+        db.connect()
+        assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+        db.close()
+    stats = db.pool_stats()
+    assert (stats['created'], stats['closed'], stats['idle']) == (1, 0, 1)

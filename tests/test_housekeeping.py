@@ -125,3 +125,23 @@ def test_shared_state_connection_is_not_reclaimed_when_its_opener_ends(
     stats = db.pool_stats()
     assert (stats['in_use'], stats['reclaimed']) == (1, 0)
     db.close()
+
+
+def test_shared_state_connection_handed_to_a_waiter_is_not_reclaimed(
+        backend):
+    """thread_safe=False: a connection handed over to a waiting thread has
+    no owner either, so that thread ending does not make it abandoned."""
+    db = backend.make_db(thread_safe=False, max_connections=1, timeout=30)
+    db.connect()
+    handed = []
+    waiter = threading.Thread(target=lambda: handed.append(db._checkout()))
+    waiter.start()
+    wait_until(lambda: db.pool_stats()['waiting'] == 1, what='the waiter')
+    db.close()                   # straight to the waiting thread
+    waiter.join(10)
+    assert not waiter.is_alive() and len(handed) == 1
+    with db._pool_lock:
+        assert db._reclaim_abandoned() == []
+    stats = db.pool_stats()
+    assert (stats['in_use'], stats['reclaimed']) == (1, 0)
+    db._release(handed[0], True)

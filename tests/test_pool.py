@@ -333,3 +333,15 @@ def test_a_subclass_connection_hook_runs_on_every_checkout(tmp_path):
         db.close()
     assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
     assert db.pool_stats()['created'] == 1
+
+
+def test_a_connection_hook_set_on_the_instance_runs_on_every_checkout(
+        tmp_path):
+    seen = []
+    db = pp.PooledSqliteDatabase(str(tmp_path / 'hooked.db'),
+                                 max_connections=1)
+    db._initialize_connection = seen.append
+    for _ in range(2):
+        db.connect()
+        db.close()
+    assert len(seen) == 2 and seen[0] is seen[1]
