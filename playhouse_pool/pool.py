@@ -132,16 +132,19 @@ class _ThreadGuard:
     def __init__(self, pool: 'PooledDatabase') -> None:
         self.pool = weakref.ref(pool)
         self.thread = threading.current_thread()
-        self.pid = os.getpid()
+        self.pid = os.getpid()           # last: __del__ acts only if set
 
     def __del__(self) -> None:
         # Runs as the thread's locals are freed: at its exit, holding no pool
         # lock, or when a fork replaces the pool's thread-local. No I/O: the
         # connections go back marked dirty (see _reclaim_abandoned).
+        if getattr(self, 'pid', None) != os.getpid():
+            # A forked child: CPython frees the parent's other threads' state
+            # before the at-fork hooks run; their pool lock may be held
+            # forever. (No pid: a signal handler interrupted __init__.)
+            return
         pool = self.pool()
-        # In a forked child, CPython frees the parent's other threads' state
-        # before the at-fork hooks run; their pool lock may be held forever.
-        if pool is None or self.pid != os.getpid():
+        if pool is None:
             return
         try:
             with pool._pool_lock:
