@@ -67,8 +67,8 @@ def _psycopg2_status(conn: Any) -> int:
 
 # Connection class -> how to read its transaction status (psycopg2's is the
 # C method itself, unless a proxy class stands in for the connection): one
-# dict lookup on the checkout path, no probing. The
-# hooks above read it inline; _pg_status fills it on first sight of a class.
+# dict lookup on the checkout path, no probing. The hooks above read it
+# inline; _pg_status fills it in on first sight of a class.
 _STATUS_READERS: Dict[type, Callable[[Any], int]] = {}
 
 
