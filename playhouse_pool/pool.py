@@ -94,13 +94,14 @@ class _Waiter:
     on it, by whoever removed it from the queue under the pool lock."""
     __slots__ = ('_signal', 'record', 'error', 'owner', 'since')
 
-    def __init__(self, owner: Optional[threading.Thread]) -> None:
+    def __init__(self, owner: Optional[threading.Thread],
+                 since: float) -> None:
         self._signal = threading.Lock()
         self._signal.acquire()
         self.record: Optional[_PoolConnection] = None    # None: a slot
         self.error: Optional[BaseException] = None
         self.owner = owner       # who holds what it is handed (None: shared)
-        self.since = time.monotonic()
+        self.since = since       # the checkout's start: its deadline's too
 
     def wait(self, timeout: float) -> bool:
         if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
@@ -378,7 +379,7 @@ class PooledDatabase(_DatabaseBase):
                 elif self._has_free_slot(options):
                     self._reserved += 1
                 else:
-                    waiter = self._enqueue_waiter(options, owner)
+                    waiter = self._enqueue_waiter(options, owner, now)
             if reclaimed:
                 _log_reclaimed(reclaimed)
             if record is None or waiter is not None:
@@ -415,7 +416,8 @@ class PooledDatabase(_DatabaseBase):
                                  + self._reserved) < limit
 
     def _enqueue_waiter(self, options: PoolOptions,
-                        owner: Optional[threading.Thread]) -> _Waiter:
+                        owner: Optional[threading.Thread],
+                        now: float) -> _Waiter:
         # Under the pool lock, with no idle connection and no free slot.
         if options.wait_seconds is None:
             self._n_timeouts += 1
@@ -428,7 +430,7 @@ class PooledDatabase(_DatabaseBase):
             raise MaxConnectionsExceeded(
                 'Exceeded maximum connections: max_waiting=%d threads are '
                 'already waiting.' % options.max_waiting)
-        waiter = _Waiter(owner)
+        waiter = _Waiter(owner, now)
         self._waiters.append(waiter)
         return waiter
 
