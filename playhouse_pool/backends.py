@@ -22,13 +22,7 @@ class _PooledPostgresql(PooledDatabase):
     """Postgres through psycopg2 or psycopg 3 (told apart by the object)."""
 
     def _is_closed(self, conn: Any) -> bool:
-        if conn.closed:
-            return True
-        try:
-            status = _STATUS_READERS[type(conn)](conn)
-        except KeyError:
-            status = _pg_status(conn)
-        return status == _PG_UNKNOWN
+        return bool(conn.closed) or _pg_status(conn) == _PG_UNKNOWN
 
     def _fileno(self, conn: Any) -> Optional[int]:
         return conn.fileno()
@@ -41,12 +35,7 @@ class _PooledPostgresql(PooledDatabase):
         return True
 
     def _can_reuse(self, conn: Any) -> bool:
-        try:
-            status = _STATUS_READERS[type(conn)](conn)
-        except KeyError:
-            status = _pg_status(conn)
-        if status == _PG_IDLE and not self._pool_options.reset_session:
-            return True                     # the common case
+        status = _pg_status(conn)
         if status == _PG_UNKNOWN:           # the server is gone
             return False
         if status != _PG_IDLE:
@@ -67,8 +56,8 @@ def _psycopg2_status(conn: Any) -> int:
 
 # Connection class -> how to read its transaction status (psycopg2's is the
 # C method itself, unless a proxy class stands in for the connection): one
-# dict lookup on the checkout path, no probing. The hooks above read it
-# inline; _pg_status fills it in on first sight of a class.
+# dict lookup on the checkout path, no probing; filled in on first sight of
+# a class.
 _STATUS_READERS: Dict[type, Callable[[Any], int]] = {}
 
 
