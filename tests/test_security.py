@@ -10,6 +10,10 @@ from conftest import (MySQLBackend, Psycopg2Backend, Psycopg3Backend,
                       run_threads)
 
 SECRET = 'hunter2-s3cret'
+# Long enough that a refused connect is always retried (and the retry
+# logged) even when the driver's first attempt is slow on a loaded machine:
+# with 0.3 s, a slow first pymysql attempt left no room for a second one.
+RETRY_WINDOW = 1.0
 
 
 def closed_port():
@@ -33,13 +37,14 @@ def all_text(caplog, errors):
 @pytest.mark.parametrize('make', [
     lambda port: pp.PooledPostgresqlDatabase(
         'test', host='127.0.0.1', port=port, user='u', password=SECRET,
-        timeout=0.3, leak_timeout=0.01),
+        timeout=RETRY_WINDOW, leak_timeout=0.01),
     lambda port: pp.PooledPostgresqlDatabase(
-        'postgresql://u:%s@127.0.0.1:%d/test' % (SECRET, port), timeout=0.3),
+        'postgresql://u:%s@127.0.0.1:%d/test' % (SECRET, port),
+        timeout=RETRY_WINDOW),
     lambda port: pp.connect('postgresql+pool://u:%s@127.0.0.1:%d/test'
-                            '?timeout=0.3' % (SECRET, port)),
+                            '?timeout=%s' % (SECRET, port, RETRY_WINDOW)),
     lambda port: pp.connect('mysql+pool://u:%s@127.0.0.1:%d/test'
-                            '?timeout=0.3' % (SECRET, port)),
+                            '?timeout=%s' % (SECRET, port, RETRY_WINDOW)),
 ], ids=['keyword', 'dsn', 'postgres-url', 'mysql-url'])
 def test_password_never_appears_in_logs_errors_repr_or_stats(make, caplog):
     caplog.set_level(logging.DEBUG)
