@@ -5,7 +5,8 @@ is the connection dead by its local flags (``_is_closed``), which socket to
 probe (``_fileno``), does it answer a round trip (``_ping``), and can it be
 cleaned for reuse at check-in (``_can_reuse``).
 """
-from typing import Any, Callable, Dict, Optional
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
@@ -17,9 +18,38 @@ _PG_IDLE, _PG_UNKNOWN = 0, 4
 _MYSQL_IN_TRANS = 1     # SERVER_STATUS_IN_TRANS
 _COM_RESET_CONNECTION = 0x1f
 
+# reset_session on Postgres: what DISCARD ALL does, less DEALLOCATE ALL. The
+# driver's prepared statements (psycopg 3 prepares repeated queries and keeps
+# a cache of their names) must stay valid: after a DEALLOCATE behind its back
+# a cached query fails with "prepared statement ... does not exist".
+_PG_RESET = ('CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; '
+             'UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; '
+             'DISCARD TEMP; DISCARD SEQUENCES')
+# RESET ALL also undoes what the driver SET when it connected (psycopg2's
+# client_encoding for encoding=..., its DateStyle): those settings, read once
+# per connection when it opens, are set again after each reset.
+_PG_SESSION_SETTINGS = ("SELECT name, setting FROM pg_settings "
+                        "WHERE source = 'session'")
+_PG_RESTORE = ('SELECT set_config(name, setting, false) FROM '
+               'unnest(%s::text[], %s::text[]) AS s(name, setting)')
+_opened_with: 'weakref.WeakKeyDictionary[Any, List[Tuple[str, str]]]' = (
+    weakref.WeakKeyDictionary())
+
 
 class _PooledPostgresql(PooledDatabase):
     """Postgres through psycopg2 or psycopg 3 (told apart by the object)."""
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        if self._pool_options.reset_session:
+            try:
+                cursor = conn.cursor()
+                cursor.execute(_PG_SESSION_SETTINGS)
+                _opened_with[conn] = [tuple(row) for row in cursor.fetchall()]
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def _is_closed(self, conn: Any) -> bool:
         return bool(conn.closed) or _pg_status(conn) == _PG_UNKNOWN
@@ -41,7 +71,16 @@ class _PooledPostgresql(PooledDatabase):
         if status != _PG_IDLE:
             _pg_rollback(conn)
         if self._pool_options.reset_session:
-            conn.cursor().execute('DISCARD ALL')
+            settings = _opened_with.get(conn)
+            if settings is None:
+                # Opened before reset_session was on (init()): what the
+                # driver set up is unknown, so a new connection is the reset.
+                return False
+            cursor = conn.cursor()
+            cursor.execute(_PG_RESET)
+            if settings:
+                cursor.execute(_PG_RESTORE, ([name for name, _ in settings],
+                                             [value for _, value in settings]))
         return status == _PG_IDLE or _pg_status(conn) == _PG_IDLE
 
 

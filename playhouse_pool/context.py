@@ -1,5 +1,6 @@
 """execution_context(): a block that runs on a pooled connection of its own."""
 import functools
+import os
 import threading
 from typing import Any, Callable, List, TypeVar
 
@@ -27,6 +28,7 @@ class ExecutionContext:
     def __enter__(self) -> Any:
         db = self.database
         saved = dict(db._state.__dict__)
+        pid = os.getpid()
         db._state.reset()
         txn = None
         try:
@@ -35,9 +37,9 @@ class ExecutionContext:
                 txn = db.atomic()
                 txn.__enter__()
         except BaseException:
-            self._leave(saved)
+            self._leave(saved, pid)
             raise
-        self._frames().append((saved, txn))
+        self._frames().append((saved, txn, pid))
         return db
 
     def _frames(self) -> List[tuple]:
@@ -47,14 +49,14 @@ class ExecutionContext:
         return frames
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        saved, txn = self._frames().pop()
+        saved, txn, pid = self._frames().pop()
         try:
             if txn is not None:
                 txn.__exit__(exc_type, exc, tb)
         finally:
-            self._leave(saved)
+            self._leave(saved, pid)
 
-    def _leave(self, saved: dict) -> None:
+    def _leave(self, saved: dict, pid: int) -> None:
         db = self.database
         try:
             if not db.is_closed():
@@ -62,6 +64,11 @@ class ExecutionContext:
                 db._state.transactions = []
                 db.close()
         finally:
+            if pid != os.getpid():
+                # Forked inside the block: the connection set aside is the
+                # parent's. The child gets the state back without it, as
+                # the fork left the thread's own (see _forget_connections).
+                saved.update(closed=True, conn=None)
             db._state.__dict__.clear()
             db._state.__dict__.update(saved)
 

@@ -147,6 +147,12 @@ class _ThreadGuard:
         pool = self.pool()
         if pool is None:
             return
+        if pool._pool_lock._is_owned():     # type: ignore[attr-defined]
+            # The garbage collector freed this guard (it was in a reference
+            # cycle) inside one of this thread's own pool operations: the
+            # bookkeeping is mid-update. Its thread is gone, so the scan for
+            # dead owners takes its connections back instead.
+            return
         try:
             with pool._pool_lock:
                 reclaimed = pool._reclaim_abandoned(self.thread)
@@ -203,6 +209,9 @@ class PooledDatabase(_DatabaseBase):
         self._waiters: Deque[_Waiter] = deque()
         self._reserved = 0
         self._draining = 0
+        # init() lowered max_connections below what is open: check-ins
+        # close connections (and freed slots go unused) until it holds.
+        self._shrinking = False
         self._heap_seq = itertools.count()
         self._housekeeper: Optional[Housekeeper] = None
         self._guards = threading.local()
@@ -216,15 +225,31 @@ class PooledDatabase(_DatabaseBase):
         """peewee's deferred initialisation; accepts the pool's keywords too.
         A bad keyword raises before anything changes."""
         given = pop_options(kwargs)
-        options = self._pool_options.updated(given)
+        previous = self._pool_options
+        options = previous.updated(given)
         self._check_database(database)
         super().init(database, **kwargs)
         self._pool_options = options
+        excess: List[_PoolConnection] = []
         with self._pool_lock:
-            # A higher max_connections: waiting threads get the new slots.
+            if options.reset_session and not previous.reset_session:
+                # The idle ones were checked in without a reset: they go.
+                excess = [entry[2] for entry in self._connections]
+                self._connections = []
+            # A lower max_connections: idle connections over it close now,
+            # checked-out ones as they come back.
+            over = self._open_over_limit(len(excess))
+            while over > 0 and self._connections:
+                excess.append(heapq.heappop(self._connections)[2])
+                over -= 1
+            self._reserved += len(excess)
+            self._shrinking = over > 0
+            # A higher one: waiting threads get the new slots.
             while self._waiters and self._has_free_slot(options):
                 self._reserved += 1
                 self._next_waiter().grant()
+        if excess:
+            self._close_records(excess)
         if self._connections or self._in_use:
             self._start_housekeeping()
 
@@ -268,9 +293,21 @@ class PooledDatabase(_DatabaseBase):
             if reuse_if_open:
                 return False
             raise OperationalError('Connection already opened.')
-        conn = self._checkout()       # set_connection() resets the rest
+        if state.transactions:
+            # Only if the pool took the connection away inside atomic()
+            # (close_all, a fork): going on in autocommit on a new one would
+            # hide that the transaction is gone.
+            raise InterfaceError(
+                "This thread's transaction lost its connection (close_all() "
+                "or a fork closed it): leave the atomic() block first.")
+        conn = self._checkout()
         try:
+            blocks = state.ctx
             state.set_connection(conn)
+            if blocks:
+                # Blocks whose connection the pool took away (close_all, a
+                # fork) are still open: they unwind on this one.
+                state.ctx = blocks
             if self.server_version is None:
                 with _driver_errors:
                     self._set_server_version(conn)
@@ -329,38 +366,43 @@ class PooledDatabase(_DatabaseBase):
         another process): the pool starts empty. Waiting threads get
         ``PoolClosedError``; connects under way still land in the pool."""
         with self._pool_lock:
-            self._fail_waiters(PoolClosedError(
-                'The pool was disposed of while waiting.'))
+            self._fail_waiters('The pool was disposed of while waiting.')
             records = [e[2] for e in self._connections]
             records += self._in_use.values()
             _inherited.extend(r.conn for r in records)
             self._connections = []
             self._in_use = {}
             self._closed_keys = {}
+            self._notify_drained()
         self._state.reset()
 
     # -- Checkout -----------------------------------------------------------
 
     def _checkout(self) -> Any:
-        owner = None
-        if self.thread_safe:
-            guard = getattr(self._guards, 'guard', None)
-            if guard is None:
-                guard = self._guards.guard = _ThreadGuard(self)
-            owner = guard.thread
-        record = self._acquire(owner)
+        record = self._acquire(self._owner() if self.thread_safe else None)
         if self._pool_options.leak_timeout is not None:
             record.stack = _caller_stack()
         return record.conn
 
+    def _owner(self) -> threading.Thread:
+        """This thread, its guard in place. The guard is a local of this
+        frame only: one that a traceback kept alive (an exception stored in
+        a cycle) would keep the guard from reclaiming at thread exit."""
+        guard = getattr(self._guards, 'guard', None)
+        if guard is None:
+            guard = self._guards.guard = _ThreadGuard(self)
+        return guard.thread
+
     def _acquire(self, owner: Optional[threading.Thread]) -> _PoolConnection:
-        options = self._pool_options
         start = now = time.monotonic()
         while True:
             record = waiter = reclaimed = None
             # ``with``, not acquire() then try: a signal handler that raises
             # between those two would leave the lock held for good.
             with self._pool_lock:
+                # Read under the lock: init() publishes new options, then
+                # hands new slots to the threads queued by then, under it.
+                options = self._pool_options
                 if self._draining:
                     raise PoolClosedError('The pool is shutting down '
                                           '(close_all is draining it).')
@@ -410,6 +452,23 @@ class PooledDatabase(_DatabaseBase):
         self._in_use[record.key] = record
         self._n_checkouts += 1
 
+    def _open_over_limit(self, extra: int) -> int:
+        """Under the lock: by how much open connections and reserved slots,
+        plus ``extra``, exceed max_connections (0 or less: they don't)."""
+        limit = self._pool_options.max_connections
+        if limit is None:
+            return 0
+        return (len(self._connections) + len(self._in_use) + self._reserved
+                + extra - limit)
+
+    def _still_shrinking(self, extra: int) -> bool:
+        # Under the lock, while _shrinking: True if taking ``extra`` more
+        # would exceed max_connections; clears _shrinking once it holds.
+        if self._open_over_limit(extra) > 0:
+            return True
+        self._shrinking = False
+        return False
+
     def _has_free_slot(self, options: PoolOptions) -> bool:
         limit = options.max_connections
         return limit is None or (len(self._connections) + len(self._in_use)
@@ -457,8 +516,15 @@ class PooledDatabase(_DatabaseBase):
             # A hand-off raced the deadline: the waiter was served, and its
             # signal is released (under the lock, so by now).
             waiter.wait(math.inf)
-        if waiter.error is not None:
-            raise waiter.error
+        error = waiter.error
+        if error is not None:
+            # No cycle (error -> traceback -> this frame -> waiter -> error):
+            # the frames it holds would outlive the exception's handling.
+            waiter.error = None
+            try:
+                raise error
+            finally:
+                del error
         return waiter.record
 
     def _abandon(self, waiter: _Waiter) -> None:
@@ -586,6 +652,7 @@ class PooledDatabase(_DatabaseBase):
                 self._closed_keys.pop(record.key, None)
                 return False
             self._reserved += 1
+            self._notify_drained()
         self._close_raw(record.conn)
         with self._pool_lock:
             self._n_closed += 1
@@ -595,7 +662,8 @@ class PooledDatabase(_DatabaseBase):
         """Under the lock: give ``count`` reserved slots to waiters (first
         come, first served) or back to the pool."""
         for _ in range(count):
-            if self._waiters:
+            if self._waiters and not (self._shrinking
+                                      and self._still_shrinking(0)):
                 self._next_waiter().grant()
             else:
                 self._reserved -= 1
@@ -616,13 +684,13 @@ class PooledDatabase(_DatabaseBase):
                 # Closed by the pool while held (close_all, close_stale).
                 self._closed_keys.pop(id(conn), None)
                 return
-            if reusable and (stale is None or now - record.opened <= stale):
+            if (reusable and (stale is None or now - record.opened <= stale)
+                    and not (self._shrinking and self._still_shrinking(1))):
                 record.returned = now
                 self._give_back(record, now)
                 return
             self._reserved += 1
-            if self._draining and not self._in_use:
-                self._drained.notify_all()
+            self._notify_drained()
         self._close_records([record])
 
     def _give_back(self, record: _PoolConnection, now: float) -> None:
@@ -636,6 +704,11 @@ class PooledDatabase(_DatabaseBase):
         else:
             heapq.heappush(self._connections,
                            (record.opened, next(self._heap_seq), record))
+        self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        # Under the lock, whenever _in_use shrinks: close_all(timeout) may
+        # be waiting for it to empty.
         if self._draining and not self._in_use:
             self._drained.notify_all()
 
@@ -655,6 +728,8 @@ class PooledDatabase(_DatabaseBase):
             return thread is not None and not thread.is_alive()
 
         dead = [r for r in self._in_use.values() if gone(r.owner)]
+        # Named now: _give_back may hand a record to a waiter (a new owner).
+        names = [(r.key, _thread_name(r)) for r in dead]
         for record in dead:
             del self._in_use[record.key]
             record.dirty = True
@@ -663,7 +738,7 @@ class PooledDatabase(_DatabaseBase):
         for key, holder in list(self._closed_keys.items()):
             if gone(holder):
                 del self._closed_keys[key]
-        return [(r.key, _thread_name(r)) for r in dead]
+        return names
 
     # -- Pool-wide operations -----------------------------------------------
 
@@ -710,8 +785,8 @@ class PooledDatabase(_DatabaseBase):
                 if own is not None:
                     records.append(own)
                     self._reserved += 1
-                self._fail_waiters(PoolClosedError(
-                    'The pool was closed (close_all) while waiting.'))
+                self._fail_waiters(
+                    'The pool was closed (close_all) while waiting.')
                 if wait:
                     self._draining += 1
                     try:
@@ -736,6 +811,7 @@ class PooledDatabase(_DatabaseBase):
             del self._in_use[record.key]
             self._closed_keys[record.key] = record.owner
         self._reserved += len(held)
+        self._notify_drained()
 
     def _close_records(self, records: List[_PoolConnection]) -> None:
         for record in records:
@@ -750,9 +826,11 @@ class PooledDatabase(_DatabaseBase):
         self._wait_total += time.monotonic() - waiter.since
         return waiter
 
-    def _fail_waiters(self, error: BaseException) -> None:
+    def _fail_waiters(self, message: str) -> None:
+        # Each gets its own exception: one shared would chain every waiter's
+        # traceback (and frames) to every other's.
         while self._waiters:
-            self._next_waiter().fail(error)
+            self._next_waiter().fail(PoolClosedError(message))
 
     def _forget_connections(self) -> None:
         """In a forked child: drop all bookkeeping without closing anything
@@ -769,9 +847,14 @@ class PooledDatabase(_DatabaseBase):
         self._waiters = deque()
         self._reserved = 0
         self._draining = 0
+        self._shrinking = False
         self._housekeeper = None
         self._guards = threading.local()
-        self._state.reset()
+        # The forking thread's connection was the parent's: it goes, but
+        # peewee's context and transaction stacks stay, so a block the fork
+        # happened in (connection_context, atomic) unwinds in the child.
+        state = self._state
+        state.closed, state.conn = True, None
 
     def pool_stats(self) -> Dict[str, Any]:
         """A snapshot of the pool, cheap enough to call per request.

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+import peewee
 import pytest
 
 import playhouse_pool as pp
@@ -102,6 +103,147 @@ def test_forked_child_starts_empty_and_spares_the_parent(server_backend):
     assert run_threads(1, use_idle)[0] in parent_ids
     assert parent_ids <= server_backend.server_ids()
     db.close()
+
+
+def in_child(report, write_end):
+    """In a forked child: send ``report`` to the parent and exit, whatever
+    happens (the child is a copy of the test run)."""
+    try:
+        os.write(write_end, json.dumps(report).encode())
+    finally:
+        os._exit(0)
+
+
+def from_child(pid, read_end, write_end):
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    report = json.loads(os.read(read_end, 65536).decode())
+    os.close(read_end)
+    assert status == 0
+    return report
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_a_child_forked_inside_blocks_unwinds_them_on_its_own_connection(
+        server_backend):
+    db = server_backend.make_db(max_connections=4)
+    read_end, write_end = os.pipe()
+    report = {}
+    pid = -1
+    try:
+        with db.connection_context():
+            outer = server_backend.conn_id(db)
+            with db.execution_context(with_transaction=False):
+                inner = server_backend.conn_id(db)
+                pid = os.fork()
+            if pid == 0:
+                # The connection set aside was the parent's: the child's
+                # next query opens a connection of its own.
+                report['after_inner'] = server_backend.conn_id(db)
+        if pid == 0:
+            report['closed'] = db.is_closed()
+    except BaseException as exc:
+        if pid != 0:
+            raise
+        report['error'] = repr(exc)
+    if pid == 0:
+        in_child(report, write_end)
+    report = from_child(pid, read_end, write_end)
+    assert 'error' not in report
+    assert report['after_inner'] not in (outer, inner)
+    assert report['closed'] is True
+    # The parent's connections were spared.
+    assert {outer, inner} <= server_backend.server_ids()
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_a_child_forked_inside_atomic_cannot_commit_the_parents_transaction(
+        server_backend):
+    db = server_backend.make_db(max_connections=4)
+    read_end, write_end = os.pipe()
+    report = {}
+    pid = -1
+    try:
+        with db.connection_context():
+            try:
+                with db.atomic():
+                    db.execute_sql('SELECT 1')
+                    pid = os.fork()
+            except peewee.InterfaceError as exc:
+                if pid != 0:
+                    raise
+                report['unwound'] = str(exc)
+            if pid == 0:
+                report['depth'] = db.transaction_depth()
+    except BaseException as exc:
+        if pid != 0:
+            raise
+        report['error'] = repr(exc)
+    if pid == 0:
+        in_child(report, write_end)
+    report = from_child(pid, read_end, write_end)
+    assert 'error' not in report
+    assert 'unwound' in report           # an InterfaceError, not a commit
+    assert report['depth'] == 0
+    assert db.is_closed()
+
+
+def test_a_block_whose_connection_close_all_took_goes_on_on_a_new_one(
+        backend):
+    db = backend.make_db()
+    with db.connection_context():
+        db.execute_sql('SELECT 1')
+        db.close_all()
+        assert db.execute_sql('SELECT 2').fetchone()[0] == 2
+    assert db.is_closed()
+    stats = db.pool_stats()
+    assert (stats['in_use'], stats['idle']) == (0, 1)
+
+
+def test_a_transaction_whose_connection_close_all_took_fails_loudly(backend):
+    """Its statements must not go on in autocommit on a new connection."""
+    db = backend.make_db()
+    refused = []
+    with pytest.raises(Exception):       # the block's end fails too (peewee)
+        with db.atomic():
+            db.execute_sql('SELECT 1')
+            db.close_all()
+            try:
+                db.execute_sql('SELECT 2')
+            except peewee.InterfaceError as exc:
+                refused.append(str(exc))
+                raise
+    assert refused and 'lost its connection' in refused[0]
+    assert db.is_closed() and db.transaction_depth() == 0
+    assert db.pool_stats()['in_use'] == 0
+    with db.atomic():                    # and the thread goes on
+        assert db.execute_sql('SELECT 3').fetchone()[0] == 3
+
+
+def test_close_all_with_timeout_returns_once_close_stale_took_the_rest(
+        backend):
+    db = backend.make_db(max_connections=2)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():
+        db.connect()
+        holding.set()
+        done.wait(30)
+        db.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    closed = []
+    closer = threading.Thread(target=lambda: closed.append(
+        db.close_all(timeout=60)))
+    closer.start()
+    wait_until(lambda: db._draining, what='close_all to start draining')
+    assert db.close_stale(0) == 1        # nothing is checked out now
+    closer.join(10)
+    done.set()
+    holder.join(10)
+    assert closed == [0]                 # returned without waiting 60 s
 
 
 def test_close_all_with_timeout_drains_then_closes(backend):

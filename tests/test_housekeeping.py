@@ -1,8 +1,10 @@
 """What the pool does by itself: idle eviction, leak warnings, reclaiming
 connections of threads that ended without close()."""
+import gc
 import logging
 import threading
 
+import playhouse_pool as pp
 from conftest import run_threads, wait_until
 from test_pool import count_items, make_model
 
@@ -145,3 +147,69 @@ def test_shared_state_connection_handed_to_a_waiter_is_not_reclaimed(
     stats = db.pool_stats()
     assert (stats['in_use'], stats['reclaimed']) == (1, 0)
     db._release(handed[0], True)
+
+
+def test_a_thread_failed_by_close_all_is_still_reclaimed_when_it_ends(
+        backend):
+    """Its PoolClosedError, once handled, leaves nothing that keeps the
+    thread's guard alive: its later connection comes back at its exit, to
+    the thread already waiting (with the garbage collector off, as between
+    two of its runs)."""
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    failed, holding, end = (threading.Event(), threading.Event(),
+                            threading.Event())
+
+    def fail_then_forget():
+        try:
+            db.connect()
+        except pp.PoolClosedError:
+            failed.set()
+        db.connect()
+        holding.set()
+        end.wait(10)                 # ends without close()
+
+    gc.disable()
+    try:
+        forgetful = threading.Thread(target=fail_then_forget)
+        forgetful.start()
+        wait_until(lambda: db.pool_stats()['waiting'] == 1, what='waiter')
+        db.close_all()
+        assert failed.wait(10) and holding.wait(10)
+        served = []
+        waiter = threading.Thread(
+            target=lambda: served.append(db.connect() and db.close()))
+        waiter.start()
+        wait_until(lambda: db.pool_stats()['waiting'] == 1, what='waiter')
+        end.set()
+        forgetful.join(10)
+        waiter.join(10)
+    finally:
+        gc.enable()
+    assert served == [True]
+    assert db.pool_stats()['reclaimed'] == 1
+
+
+def test_reclaim_warning_names_the_thread_that_ended(backend, caplog):
+    db = backend.make_db(max_connections=1, timeout=30)
+    caplog.set_level(logging.WARNING, logger='playhouse_pool')
+    holding, end = threading.Event(), threading.Event()
+
+    def forget_to_close():
+        db.connect()
+        holding.set()
+        end.wait(10)
+
+    forgetful = threading.Thread(target=forget_to_close, name='Forgetful')
+    forgetful.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=lambda: (db.connect(), db.close()),
+                              name='Patient')
+    waiter.start()
+    wait_until(lambda: db.pool_stats()['waiting'] == 1, what='the waiter')
+    end.set()                        # its connection goes to 'Patient'
+    forgetful.join(10)
+    waiter.join(10)
+    [warning] = [r.getMessage() for r in caplog.records
+                 if 'Reclaimed' in r.getMessage()]
+    assert "'Forgetful'" in warning and 'Patient' not in warning

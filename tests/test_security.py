@@ -1,6 +1,7 @@
 """No secret leaks, and (with reset_session) no session state leaks."""
 import logging
 import socket
+import threading
 import traceback
 
 import pytest
@@ -210,3 +211,87 @@ def test_mysql_reset_session_keeps_what_was_set_at_connect(server_backend):
             assert mode == 'ANSI_QUOTES' and init == 'yes'
             db.execute_sql("SET @pp_init = 'changed'")
     assert db.pool_stats()['created'] == 1
+
+
+@pytest.mark.parametrize('server_backend', [Psycopg3Backend], indirect=True)
+def test_reset_session_keeps_the_drivers_prepared_statements_usable(
+        server_backend):
+    """psycopg 3 prepares a query run often enough and caches its name: the
+    reset must not deallocate it behind the driver's back."""
+    db = server_backend.make_db(max_connections=1, reset_session=True)
+    for i in range(20):
+        with db.connection_context():
+            assert db.execute_sql('SELECT %s::int', (i,)).fetchone()[0] == i
+            prepared = db.execute_sql(
+                'SELECT count(*) FROM pg_prepared_statements').fetchone()[0]
+    assert prepared >= 1                 # it did prepare: the case is real
+    stats = db.pool_stats()
+    assert (stats['created'], stats['checkouts']) == (1, 20)
+
+
+@pytest.mark.parametrize('server_backend', [Psycopg2Backend], indirect=True)
+def test_reset_session_keeps_what_the_driver_set_when_connecting(
+        server_backend):
+    """psycopg2 SETs client_encoding for encoding=...: a reset that lost it
+    would have the server read the driver's LATIN1 bytes as UTF8."""
+    db = server_backend.make_db(max_connections=1, reset_session=True,
+                                encoding='LATIN1')
+    read = ("SELECT current_setting('client_encoding'), "
+            "current_setting('client_min_messages'), length(%s)")
+    word = '\u00e9t\u00e9'                 # 3 characters, 3 bytes in LATIN1
+    with db.connection_context():
+        db.execute_sql("SET client_min_messages TO 'error'")
+        assert db.execute_sql(read, (word,)).fetchone() == (
+            'LATIN1', 'error', 3)
+    with db.connection_context():
+        # What the checkout SET is gone; what the driver SET stays.
+        assert db.execute_sql(read, (word,)).fetchone() == (
+            'LATIN1', 'notice', 3)
+    assert db.pool_stats()['created'] == 1
+
+
+SESSION_VARIABLE = {
+    # server: (set it, read it back)
+    'postgres': ("SELECT set_config('app.tenant', '42', false)",
+                 "SELECT current_setting('app.tenant', true)"),
+    'mysql': ("SET @tenant = '42'", "SELECT @tenant"),
+}
+
+
+def test_reset_session_turned_on_by_init_leaves_no_earlier_state(
+        server_backend):
+    """Connections checked in before init() turned reset_session on, and
+    one checked out across it, were not reset then: none of them is handed
+    out again with what was set on it."""
+    set_sql, read_sql = SESSION_VARIABLE[server_backend.server]
+    db = server_backend.make_db(max_connections=3, timeout=10)
+    opened = threading.Barrier(2)
+
+    def set_then_idle(_):
+        with db.connection_context():
+            db.execute_sql(set_sql)
+            opened.wait(10)              # two connections, both left idle
+
+    run_threads(2, set_then_idle)
+    holding, done = threading.Event(), threading.Event()
+
+    def set_and_hold():
+        with db.connection_context():
+            db.execute_sql(set_sql)
+            holding.set()
+            done.wait(10)                # checked out across the init()
+
+    holder = threading.Thread(target=set_and_hold)
+    holder.start()
+    assert holding.wait(10)
+    db.init(db.database, **dict(db.connect_params, reset_session=True))
+    done.set()
+    holder.join(10)
+    at_once = threading.Barrier(3)
+
+    def read(_):
+        with db.connection_context():
+            at_once.wait(10)             # three connections in use at once
+            return db.execute_sql(read_sql).fetchone()[0]
+
+    assert set(run_threads(3, read)) <= {None, ''}

@@ -152,3 +152,94 @@ def test_a_waiter_interrupted_by_an_exception_leaves_nothing_behind(backend):
     assert (stats['in_use'], stats['idle'], stats['waiting']) == (0, 1, 0)
     db.connect()                            # and it is usable
     db.close()
+
+
+def reinit(db, **options):
+    """init() as a deferred-database user would call it: same database and
+    connect parameters, new pool options."""
+    db.init(db.database, **dict(db.connect_params, **options))
+
+
+def test_lowering_max_connections_shrinks_the_pool_as_connections_return(
+        backend):
+    db = backend.make_db(max_connections=4, timeout=30)
+    both_hold = threading.Barrier(3)
+    release = threading.Event()
+
+    def hold():
+        db.connect()
+        both_hold.wait(10)
+        release.wait(10)
+        db.close()
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    both_hold.wait(10)
+    db.connect()                         # a third connection, left idle
+    db.close()
+    assert db.pool_stats()['open'] == 3
+    reinit(db, max_connections=1, timeout=30)
+    stats = db.pool_stats()
+    assert (stats['idle'], stats['in_use']) == (0, 2)   # idle closed now
+    outcome = []
+    waiter = start_waiter(db, 'waiter', outcome)
+    release.set()
+    for t in holders:
+        t.join(10)
+    waiter.join(10)
+    assert outcome and outcome[0][0] == 'waiter'
+    stats = db.pool_stats()
+    # The holders' connections closed at check-in (or one went on to the
+    # waiter): one connection is left, nothing reserved.
+    assert (stats['open'], stats['in_use'], stats['waiting']) == (1, 0, 0)
+    assert stats['created'] - stats['closed'] == 1
+    assert db._reserved == 0
+
+
+def test_raising_max_connections_serves_a_thread_that_read_the_old_limit(
+        backend):
+    """A checkout that started before init() raised the limit, and reaches
+    the pool's lock after it, takes a new slot instead of queueing."""
+    db = backend.make_db(max_connections=1, timeout=5)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():                          # the only slot, held throughout
+        db.connect()
+        holding.set()
+        done.wait(10)
+        db.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    real_lock = db._pool_lock
+    arrived, go = threading.Event(), threading.Event()
+
+    class LateLock:
+        """The pool's lock; the thread 'late' pauses on its way in."""
+        def __enter__(self):
+            if threading.current_thread().name == 'late' and not go.is_set():
+                arrived.set()
+                go.wait(10)
+            return real_lock.__enter__()
+
+        def __exit__(self, *exc):
+            return real_lock.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(real_lock, name)
+
+    db._pool_lock = LateLock()
+    outcome = []
+    late = threading.Thread(target=lambda: outcome.append(
+        db.connect() and db.close()), name='late')
+    late.start()
+    assert arrived.wait(10)              # checkout started, lock not yet
+    reinit(db, max_connections=2, timeout=5)
+    go.set()
+    late.join(10)
+    done.set()
+    holder.join(10)
+    assert outcome == [True]             # served, not MaxConnectionsExceeded
+    db._pool_lock = real_lock
