@@ -213,3 +213,25 @@ def test_reclaim_warning_names_the_thread_that_ended(backend, caplog):
     [warning] = [r.getMessage() for r in caplog.records
                  if 'Reclaimed' in r.getMessage()]
     assert "'Forgetful'" in warning and 'Patient' not in warning
+
+
+def test_a_guard_the_collector_frees_mid_operation_leaves_it_alone(backend):
+    """A thread's guard caught in a reference cycle is freed by the garbage
+    collector, at any allocation, maybe inside a pool operation of the
+    collecting thread: it must not change the bookkeeping under that
+    operation. The scan for dead owners takes the connection back later."""
+    db = backend.make_db(max_connections=1)
+
+    def forget(_):
+        db.connect()
+        return db._guards.guard
+
+    [guard] = run_threads(1, forget)
+    with db._pool_lock:              # as inside a pool operation
+        guard.__del__()              # as the collector would call it
+        in_use_meanwhile = len(db._in_use)
+    assert in_use_meanwhile == 1
+    del guard
+    db.connect()                     # reclaimed by now, one way or another
+    db.close()
+    assert db.pool_stats()['reclaimed'] == 1
