@@ -77,7 +77,12 @@ class _PooledPostgresql(PooledDatabase):
                 # driver set up is unknown, so a new connection is the reset.
                 return False
             cursor = conn.cursor()
-            cursor.execute(_PG_RESET)
+            if _is_psycopg3(conn):
+                # Several statements: never prepared, even with psycopg's
+                # prepare_threshold=0 (prepare them all).
+                cursor.execute(_PG_RESET, prepare=False)
+            else:
+                cursor.execute(_PG_RESET)
             if settings:
                 cursor.execute(_PG_RESTORE, ([name for name, _ in settings],
                                              [value for _, value in settings]))
@@ -111,8 +116,13 @@ def _pg_status(conn: Any) -> int:
     return reader(conn)
 
 
+def _is_psycopg3(conn: Any) -> bool:
+    # After _pg_status(conn) has seen its class.
+    return _STATUS_READERS.get(type(conn)) is _psycopg3_status
+
+
 def _pg_rollback(conn: Any) -> None:
-    if _STATUS_READERS.get(type(conn)) is _psycopg3_status:
+    if _is_psycopg3(conn):
         conn.rollback()
     else:
         # psycopg2 ignores rollback() in autocommit mode (peewee's mode).

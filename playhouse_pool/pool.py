@@ -161,6 +161,12 @@ class _ThreadGuard:
             pass
 
 
+class _LostTransactions(list):
+    """A thread's transaction stack after close_all() closed the connection
+    under it: its blocks still pop it as they unwind, but connect() will not
+    go on inside them on a new connection."""
+
+
 # Connections of a parent process, kept referenced in a forked child so that
 # no driver destructor ever closes (or says goodbye on) the parent's sockets.
 _inherited: List[Any] = []
@@ -293,21 +299,24 @@ class PooledDatabase(_DatabaseBase):
             if reuse_if_open:
                 return False
             raise OperationalError('Connection already opened.')
-        if state.transactions:
-            # Only if the pool took the connection away inside atomic()
-            # (close_all, a fork): going on in autocommit on a new one would
-            # hide that the transaction is gone.
+        transactions = state.transactions
+        if transactions and type(transactions) is _LostTransactions:
+            # Going on in autocommit on a new connection would hide that
+            # the transaction is gone.
             raise InterfaceError(
                 "This thread's transaction lost its connection (close_all() "
-                "or a fork closed it): leave the atomic() block first.")
+                "closed it): leave the atomic() block first.")
         conn = self._checkout()
         try:
             blocks = state.ctx
             state.set_connection(conn)
+            # Blocks still open go on on this connection: a
+            # connection_context() whose connection the pool took away
+            # (close_all, a fork), a manual_commit() entered while closed.
             if blocks:
-                # Blocks whose connection the pool took away (close_all, a
-                # fork) are still open: they unwind on this one.
                 state.ctx = blocks
+            if transactions:
+                state.transactions = transactions
             if self.server_version is None:
                 with _driver_errors:
                     self._set_server_version(conn)
@@ -774,7 +783,10 @@ class PooledDatabase(_DatabaseBase):
         own_key = None if state.closed else id(state.conn)
         # Only the connection goes: peewee's context and transaction stacks
         # stay, so a connection_context() or atomic() that this call
-        # interrupts (a signal handler) unwinds normally afterwards.
+        # interrupts (a signal handler) unwinds normally afterwards; an open
+        # transaction is marked lost (see connect()).
+        if own_key is not None and state.transactions:
+            state.transactions = _LostTransactions(state.transactions)
         state.closed, state.conn = True, None
         records: List[_PoolConnection] = []
         held: List[_PoolConnection] = []
@@ -850,11 +862,12 @@ class PooledDatabase(_DatabaseBase):
         self._shrinking = False
         self._housekeeper = None
         self._guards = threading.local()
-        # The forking thread's connection was the parent's: it goes, but
-        # peewee's context and transaction stacks stay, so a block the fork
-        # happened in (connection_context, atomic) unwinds in the child.
+        # The forking thread's connection was the parent's: it goes, and so
+        # do its transactions (the child, a multiprocessing worker say, runs
+        # its own). peewee's context stack stays: a connection_context() the
+        # fork happened in unwinds in the child.
         state = self._state
-        state.closed, state.conn = True, None
+        state.closed, state.conn, state.transactions = True, None, []
 
     def pool_stats(self) -> Dict[str, Any]:
         """A snapshot of the pool, cheap enough to call per request.

@@ -345,3 +345,15 @@ def test_a_connection_hook_set_on_the_instance_runs_on_every_checkout(
         db.connect()
         db.close()
     assert len(seen) == 2 and seen[0] is seen[1]
+
+
+def test_manual_commit_entered_while_closed_connects_and_unwinds(backend):
+    db = backend.make_db()
+    assert db.is_closed()
+    with db.manual_commit():             # on the stack before any connection
+        db.begin()
+        assert db.execute_sql('SELECT 1').fetchone()[0] == 1
+        db.commit()
+    assert db.transaction_depth() == 0
+    db.close()
+    assert db.pool_stats()['in_use'] == 0

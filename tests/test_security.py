@@ -214,11 +214,14 @@ def test_mysql_reset_session_keeps_what_was_set_at_connect(server_backend):
 
 
 @pytest.mark.parametrize('server_backend', [Psycopg3Backend], indirect=True)
+@pytest.mark.parametrize('prepare_threshold', [5, 0])
 def test_reset_session_keeps_the_drivers_prepared_statements_usable(
-        server_backend):
-    """psycopg 3 prepares a query run often enough and caches its name: the
-    reset must not deallocate it behind the driver's back."""
-    db = server_backend.make_db(max_connections=1, reset_session=True)
+        server_backend, prepare_threshold):
+    """psycopg 3 prepares a query run often enough (0: every query) and
+    caches its name: the reset must not deallocate it behind the driver's
+    back, nor be prepared itself."""
+    db = server_backend.make_db(max_connections=1, reset_session=True,
+                                prepare_threshold=prepare_threshold)
     for i in range(20):
         with db.connection_context():
             assert db.execute_sql('SELECT %s::int', (i,)).fetchone()[0] == i
