@@ -4,6 +4,7 @@ Server addresses come from PLAYHOUSE_POOL_TEST_POSTGRES and
 PLAYHOUSE_POOL_TEST_MYSQL. An unreachable server skips its tests, unless
 PLAYHOUSE_POOL_REQUIRE names it (``postgres,mysql``): then they fail.
 """
+import contextlib
 import importlib
 import os
 import threading
@@ -296,6 +297,28 @@ def _backend(cls: Any, tmp_path: Any) -> Iterator[Backend]:
         yield b
     finally:
         b.close()
+
+
+@contextlib.contextmanager
+def held_elsewhere(db: Any) -> Iterator[threading.Thread]:
+    """For the block, another thread holds a connection of ``db`` (checked
+    out before the block starts, checked in after it ends)."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.connect()
+        holding.set()
+        done.wait(30)
+        db.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10), 'the holder did not get a connection'
+    try:
+        yield thread
+    finally:
+        done.set()
+        thread.join(10)
 
 
 def run_threads(count: int, target: Callable[[int], Any],

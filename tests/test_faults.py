@@ -10,8 +10,8 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import (DATABASE_ERRORS, Psycopg2Backend, run_threads,
-                      wait_until)
+from conftest import (DATABASE_ERRORS, Psycopg2Backend, held_elsewhere,
+                      run_threads, wait_until)
 from test_housekeeping import open_idle
 
 
@@ -220,26 +220,14 @@ def test_a_transaction_whose_connection_close_all_took_fails_loudly(backend):
 def test_close_all_with_timeout_returns_once_close_stale_took_the_rest(
         backend):
     db = backend.make_db(max_connections=2)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold():
-        db.connect()
-        holding.set()
-        done.wait(30)
-        db.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert holding.wait(10)
     closed = []
-    closer = threading.Thread(target=lambda: closed.append(
-        db.close_all(timeout=60)))
-    closer.start()
-    wait_until(lambda: db._draining, what='close_all to start draining')
-    assert db.close_stale(0) == 1        # nothing is checked out now
-    closer.join(10)
-    done.set()
-    holder.join(10)
+    with held_elsewhere(db):
+        closer = threading.Thread(target=lambda: closed.append(
+            db.close_all(timeout=60)))
+        closer.start()
+        wait_until(lambda: db._draining, what='close_all to start draining')
+        assert db.close_stale(0) == 1    # nothing is checked out now
+        closer.join(10)
     assert closed == [0]                 # returned without waiting 60 s
 
 

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 import playhouse_pool as pp
-from conftest import run_threads, wait_until
+from conftest import held_elsewhere, run_threads, wait_until
 
 
 def start_waiter(db, name, outcome, then_close=True):
@@ -202,17 +202,6 @@ def test_raising_max_connections_serves_a_thread_that_read_the_old_limit(
     """A checkout that started before init() raised the limit, and reaches
     the pool's lock after it, takes a new slot instead of queueing."""
     db = backend.make_db(max_connections=1, timeout=5)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold():                          # the only slot, held throughout
-        db.connect()
-        holding.set()
-        done.wait(10)
-        db.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert holding.wait(10)
     real_lock = db._pool_lock
     arrived, go = threading.Event(), threading.Event()
 
@@ -230,16 +219,15 @@ def test_raising_max_connections_serves_a_thread_that_read_the_old_limit(
         def __getattr__(self, name):
             return getattr(real_lock, name)
 
-    db._pool_lock = LateLock()
     outcome = []
-    late = threading.Thread(target=lambda: outcome.append(
-        db.connect() and db.close()), name='late')
-    late.start()
-    assert arrived.wait(10)              # checkout started, lock not yet
-    reinit(db, max_connections=2, timeout=5)
-    go.set()
-    late.join(10)
-    done.set()
-    holder.join(10)
-    assert outcome == [True]             # served, not MaxConnectionsExceeded
+    with held_elsewhere(db):             # the only slot, held throughout
+        db._pool_lock = LateLock()
+        late = threading.Thread(target=lambda: outcome.append(
+            db.connect() and db.close()), name='late')
+        late.start()
+        assert arrived.wait(10)          # checkout started, lock not yet
+        reinit(db, max_connections=2, timeout=5)
+        go.set()
+        late.join(10)
     db._pool_lock = real_lock
+    assert outcome == [True]             # served, not MaxConnectionsExceeded
