@@ -51,7 +51,9 @@ class ExecutionContext:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         saved, txn, pid = self._frames().pop()
         try:
-            if txn is not None:
+            # In a child forked inside the block the transaction is the
+            # parent's: neither committed nor rolled back here.
+            if txn is not None and pid == os.getpid():
                 txn.__exit__(exc_type, exc, tb)
         finally:
             self._leave(saved, pid)
@@ -65,10 +67,11 @@ class ExecutionContext:
                 db.close()
         finally:
             if pid != os.getpid():
-                # Forked inside the block: the connection set aside is the
-                # parent's. The child gets the state back without it, as
-                # the fork left the thread's own (see _forget_connections).
-                saved.update(closed=True, conn=None)
+                # Forked inside the block: the connection set aside, and its
+                # transactions, are the parent's. The child gets the state
+                # back without them, as the fork left the thread's own (see
+                # _forget_connections).
+                saved.update(closed=True, conn=None, transactions=[])
             db._state.__dict__.clear()
             db._state.__dict__.update(saved)
 

@@ -157,17 +157,29 @@ def test_a_child_forked_inside_blocks_unwinds_them_on_its_own_connection(
 
 
 @pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+@pytest.mark.parametrize('inside', ['atomic', 'execution_context'])
 def test_a_child_forked_inside_atomic_runs_transactions_of_its_own(
-        server_backend):
-    """As a multiprocessing worker forked by a thread inside atomic() does:
-    the parent's transaction is not the child's, its own queries and
+        server_backend, inside):
+    """As a multiprocessing worker forked by a thread inside atomic() does
+    (or inside an execution_context() in one, which the child then leaves):
+    the parent's transactions are not the child's, its own queries and
     atomic() blocks run on a connection of its own."""
     db = server_backend.make_db(max_connections=4)
     read_end, write_end = os.pipe()
     report = {}
+    pid = -1
     with db.atomic():
         parent = server_backend.conn_id(db)
-        pid = os.fork()
+        try:
+            if inside == 'atomic':
+                pid = os.fork()
+            else:
+                with db.execution_context():
+                    pid = os.fork()
+        except BaseException as exc:         # the child must not go on
+            if pid != 0:
+                raise
+            report['error'] = repr(exc)
         if pid == 0:
             try:
                 report['depth'] = db.transaction_depth()
