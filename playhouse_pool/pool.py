@@ -251,7 +251,7 @@ class PooledDatabase(_DatabaseBase):
             self._reserved += len(excess)
             self._shrinking = over > 0
             # A higher one: waiting threads get the new slots.
-            while self._waiters and self._has_free_slot(options):
+            while self._waiters and self._has_free_slot():
                 self._reserved += 1
                 self._next_waiter().grant()
         if excess:
@@ -417,7 +417,7 @@ class PooledDatabase(_DatabaseBase):
                                           '(close_all is draining it).')
                 heap = self._connections
                 if (not heap and not self._waiters
-                        and not self._has_free_slot(options)):
+                        and not self._has_free_slot()):
                     # Threads' guards reclaim at thread exit; this scan is
                     # the fallback, run by the first thread about to wait,
                     # not by each one queueing behind it: it costs an
@@ -427,7 +427,7 @@ class PooledDatabase(_DatabaseBase):
                 if heap:
                     record = heapq.heappop(heap)[2]
                     self._take(record, owner, now)
-                elif self._has_free_slot(options):
+                elif self._has_free_slot():
                     self._reserved += 1
                 else:
                     waiter = self._enqueue_waiter(options, owner, now)
@@ -478,10 +478,9 @@ class PooledDatabase(_DatabaseBase):
         self._shrinking = False
         return False
 
-    def _has_free_slot(self, options: PoolOptions) -> bool:
-        limit = options.max_connections
-        return limit is None or (len(self._connections) + len(self._in_use)
-                                 + self._reserved) < limit
+    def _has_free_slot(self) -> bool:
+        # Under the lock: room for one more connection or reserved slot.
+        return self._open_over_limit(1) <= 0
 
     def _enqueue_waiter(self, options: PoolOptions,
                         owner: Optional[threading.Thread],
