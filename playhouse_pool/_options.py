@@ -45,6 +45,7 @@ class PoolOptions:
     max_waiting: Optional[int] = None
     leak_timeout: Optional[float] = None
     reset_session: bool = False
+    configure: Any = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -65,6 +66,10 @@ class PoolOptions:
         for name in ('idle_timeout', 'leak_timeout'):
             if getattr(self, name) == 0:
                 raise ValueError('%s must be > 0 seconds or None' % name)
+        if self.configure is not None and not callable(self.configure):
+            raise TypeError('configure must be a callable taking the new '
+                            'connection, or None, not %s'
+                            % type(self.configure).__name__)
         if not isinstance(self.reset_session, bool):
             raise TypeError('reset_session must be True or False, not %s'
                             % type(self.reset_session).__name__)

@@ -1,4 +1,5 @@
 """Exceptions the pool raises itself (driver errors pass through peewee's)."""
+from peewee import OperationalError
 
 
 class MaxConnectionsExceeded(ValueError):
@@ -15,3 +16,9 @@ class PoolClosedError(MaxConnectionsExceeded):
     """The pool is shutting down (``close_all()`` is draining it or failed the
     waiters). Retry after ``close_all()`` returns: the pool is usable again.
     """
+
+
+class ConfigureError(OperationalError):
+    """The ``configure`` callable failed on a new connection: that
+    connection was closed (and, within ``timeout``, another one tried). The
+    callable's own error is chained (``__cause__``)."""

@@ -1,42 +1,41 @@
-"""PooledDatabase: checkout, check-in, waiting, eviction and statistics.
+"""PooledDatabase: peewee's face of the pool.
 
-How the pool keeps its promises (DESIGN.md's rules), in one place:
+The rooms behind it, each with one job:
 
-* One short lock (``_pool_lock``) guards the bookkeeping: the idle heap
-  ``_connections``, the checked-out map ``_in_use``, the waiter queue and
-  ``_reserved``, the count of slots taken by a connect or a close that is
-  under way. Opening, probing, rolling back and closing a connection happen
-  outside it, and peewee's database-wide ``_lock`` is never taken: the
-  connection state it protects is per thread already.
-* A slot is reserved under the lock before a connect and published under it
-  after, so ``idle + in use + reserved`` never exceeds ``max_connections``
-  and a close frees its slot only once the server has let go of it.
-* A thread that must wait queues a ``_Waiter`` and sleeps on it. A returned
-  connection, or a freed slot, goes straight to the first waiter: no polling,
-  no thundering herd, first come first served.
+* ``ledger.py``: the bookkeeping (idle heap, checked-out map, reserved
+  slots, waiters) under one lock, with no I/O; the one place a returned
+  connection goes to a waiter.
+* ``workers.py``: who opens, closes, pings and resets connections (pool
+  workers, never the thread of a request), and the housekeeper that ages,
+  keeps alive, evicts and refills.
+* ``guards.py``: thread guards that reclaim a dead thread's connection, and
+  the fork handler.
+
+This class turns peewee's calls (connect, close, init, close_all, ...) into
+ledger operations, runs the cheap checks a checkout needs on the request's
+thread (status flags and a zero-timeout socket poll: no round trip), and
+hands the rest to the workers.
 """
-import heapq
-import itertools
+import inspect
 import logging
 import math
 import os
-import random
 import threading
 import time
 import traceback
-import weakref
-from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import peewee
 from peewee import InterfaceError, OperationalError
 
+from . import guards
 from ._options import PoolOptions, pop_options, seconds
-from .context import ExecutionContext
-from .errors import MaxConnectionsExceeded, PoolClosedError
-from .housekeeping import Housekeeper, tick_seconds
-from ._probe import Probe, probe_for
+from ._probe import probe_for
 from ._redact import redact
+from .context import ExecutionContext
+from .errors import ConfigureError, MaxConnectionsExceeded
+from .ledger import Jobs, Ledger, PoolConnection, Waiter
+from .workers import Housekeeper, Workers, housekeep, log_reclaimed
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -53,134 +52,6 @@ if TYPE_CHECKING:
 else:
     _DatabaseBase = object
 
-# Connect errors worth another attempt inside the deadline: the server is
-# down, restarting or out of slots. Anything else (bad keyword, missing
-# driver, bad credentials as ProgrammingError) surfaces at once. Told by the
-# DB-API class names, as peewee maps driver errors: peewee 3.17 passes
-# psycopg 3's own errors through unconverted.
-_RETRYABLE_NAMES = frozenset(('OperationalError', 'InterfaceError'))
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) or any(
-        cls.__name__ in _RETRYABLE_NAMES for cls in type(exc).__mro__)
-
-_BACKOFF_FIRST = 0.05
-_BACKOFF_CAP = 2.0
-
-
-class _PoolConnection:
-    """One connection's life in the pool (idle in the heap or checked out)."""
-    __slots__ = ('conn', 'key', 'opened', 'returned', 'checked_out', 'owner',
-                 'probe', 'stack', 'leak_reported', 'dirty')
-
-    def __init__(self, conn: Any, probe: Optional[Probe]) -> None:
-        now = time.monotonic()
-        self.conn = conn
-        self.key = id(conn)
-        self.opened = now        # heap order and stale_timeout
-        self.returned = now      # last check-in: ping_after and idle_timeout
-        self.checked_out = now
-        self.owner: Optional[threading.Thread] = None
-        self.probe = probe       # readability of its socket, or None
-        self.stack: Optional[List[str]] = None   # only with leak_timeout
-        self.leak_reported = False
-        self.dirty = False       # reclaimed: the next taker resets it first
-
-
-class _Waiter:
-    """A thread waiting for a connection. Exactly one of ``hand`` (a
-    connection), ``grant`` (a free slot: open a new one) or ``fail`` is called
-    on it, by whoever removed it from the queue under the pool lock."""
-    __slots__ = ('_signal', 'record', 'error', 'owner', 'since')
-
-    def __init__(self, owner: Optional[threading.Thread],
-                 since: float) -> None:
-        self._signal = threading.Lock()
-        self._signal.acquire()
-        self.record: Optional[_PoolConnection] = None    # None: a slot
-        self.error: Optional[BaseException] = None
-        self.owner = owner       # who holds what it is handed (None: shared)
-        self.since = since       # the checkout's start: its deadline's too
-
-    def wait(self, timeout: float) -> bool:
-        if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
-            return self._signal.acquire()
-        return self._signal.acquire(timeout=max(timeout, 0.0))
-
-    def hand(self, record: _PoolConnection) -> None:
-        self.record = record
-        self._signal.release()
-
-    def consume(self) -> None:
-        self._signal.acquire(False)
-
-    def grant(self) -> None:
-        self._signal.release()
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self._signal.release()
-
-
-class _ThreadGuard:
-    """Lives in a thread-local of the pool for each thread that checked a
-    connection out. When the thread (or greenlet) ends, its locals are freed
-    and this reclaims whatever the thread still held, at once: threads
-    already waiting for a connection are not left waiting for nothing."""
-    __slots__ = ('pool', 'thread', 'pid')
-
-    def __init__(self, pool: 'PooledDatabase') -> None:
-        self.pool = weakref.ref(pool)
-        self.thread = threading.current_thread()
-        self.pid = os.getpid()           # last: __del__ acts only if set
-
-    def __del__(self) -> None:
-        # Runs as the thread's locals are freed: at its exit, holding no pool
-        # lock, or when a fork replaces the pool's thread-local. No I/O: the
-        # connections go back marked dirty (see _reclaim_abandoned).
-        if getattr(self, 'pid', None) != os.getpid():
-            # A forked child: CPython frees the parent's other threads' state
-            # before the at-fork hooks run; their pool lock may be held
-            # forever. (No pid: a signal handler interrupted __init__.)
-            return
-        pool = self.pool()
-        if pool is None:
-            return
-        if pool._pool_lock._is_owned():     # type: ignore[attr-defined]
-            # The garbage collector freed this guard (it was in a reference
-            # cycle) inside one of this thread's own pool operations: the
-            # bookkeeping is mid-update. Its thread is gone, so the scan for
-            # dead owners takes its connections back instead.
-            return
-        try:
-            with pool._pool_lock:
-                reclaimed = pool._reclaim_abandoned(self.thread)
-            _log_reclaimed(reclaimed)
-        except Exception:       # interpreter shutdown: nothing to save
-            pass
-
-
-class _LostTransactions(list):
-    """A thread's transaction stack after close_all() closed the connection
-    under it: its blocks still pop it as they unwind, but connect() will not
-    go on inside them on a new connection."""
-
-
-# Connections of a parent process, kept referenced in a forked child so that
-# no driver destructor ever closes (or says goodbye on) the parent's sockets.
-_inherited: List[Any] = []
-_pools: 'weakref.WeakSet[PooledDatabase]' = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for pool in list(_pools):
-        pool._forget_connections()
-
-
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class PooledDatabase(_DatabaseBase):
     """Mixin that gives a peewee ``Database`` class a connection pool.
@@ -189,8 +60,10 @@ class PooledDatabase(_DatabaseBase):
     ``connect()`` checks a connection out of the pool, ``close()`` checks it
     back in. The pool's keywords (``max_connections``, ``stale_timeout``,
     ``timeout``, ``min_connections``, ``idle_timeout``, ``ping_after``,
-    ``max_waiting``, ``leak_timeout``, ``reset_session``) are documented in
-    README.rst; the rest go to the peewee database.
+    ``max_waiting``, ``leak_timeout``, ``reset_session``, ``configure``) are
+    documented in README.rst; the rest go to the peewee database. Any
+    connect keyword may be a zero-argument callable (a rotating password,
+    say): it is called for each new connection, on a pool worker.
     """
 
     if TYPE_CHECKING:
@@ -204,27 +77,13 @@ class PooledDatabase(_DatabaseBase):
 
     def __init__(self, database: Any, **kwargs: Any) -> None:
         self._pool_options = PoolOptions().updated(pop_options(kwargs))
-        self._pool_lock = threading.RLock()
-        self._drained = threading.Condition(self._pool_lock)
-        self._connections: List[Tuple[float, int, _PoolConnection]] = []
-        self._in_use: Dict[int, _PoolConnection] = {}
-        # Keys of connections the pool closed while a thread held them
-        # (close_all, close_stale): that thread's close() must not put the
-        # dead connection back. Maps key -> holder, so dead holders expire.
-        self._closed_keys: Dict[int, Optional[threading.Thread]] = {}
-        self._waiters: Deque[_Waiter] = deque()
-        self._reserved = 0
-        self._draining = 0
-        # init() lowered max_connections below what is open: check-ins
-        # close connections (and freed slots go unused) until it holds.
-        self._shrinking = False
-        self._heap_seq = itertools.count()
+        self._ledger = Ledger(self._pool_options)
+        self._workers: Optional[Workers] = None
         self._housekeeper: Optional[Housekeeper] = None
+        self._start_lock = threading.Lock()
         self._guards = threading.local()
-        self._n_created = self._n_closed = self._n_checkouts = 0
-        self._n_timeouts = self._n_reclaimed = 0
-        self._wait_total = 0.0
-        _pools.add(self)
+        self._resolved = threading.local()
+        guards.track(self)
         super().__init__(database, **kwargs)
 
     def init(self, database: Any, **kwargs: Any) -> None:
@@ -236,31 +95,46 @@ class PooledDatabase(_DatabaseBase):
         self._check_database(database)
         super().init(database, **kwargs)
         self._pool_options = options
-        excess: List[_PoolConnection] = []
-        with self._pool_lock:
-            if options.reset_session and not previous.reset_session:
-                # The idle ones were checked in without a reset: they go.
-                excess = [entry[2] for entry in self._connections]
-                self._connections = []
-            # A lower max_connections: idle connections over it close now,
-            # checked-out ones as they come back.
-            over = self._open_over_limit(len(excess))
-            while over > 0 and self._connections:
-                excess.append(heapq.heappop(self._connections)[2])
-                over -= 1
-            self._reserved += len(excess)
-            self._shrinking = over > 0
-            # A higher one: waiting threads get the new slots.
-            while self._waiters and self._has_free_slot():
-                self._reserved += 1
-                self._next_waiter().grant()
-        if excess:
-            self._close_records(excess)
-        if self._connections or self._in_use:
-            self._start_housekeeping()
+        self._submit(self._ledger.reconfigure(
+            options, discard_idle=options.reset_session
+            and not previous.reset_session))
+        if self._housekeeper is not None:
+            self._housekeeper.wake()
 
     def _check_database(self, database: Any) -> None:
         """Backends refuse a database the pool cannot share (SQLite memory)."""
+
+    # What people introspect (as with peewee's pool), and the tests.
+    @property
+    def _connections(self) -> List[Any]:
+        """The idle connections' heap."""
+        return self._ledger.idle
+
+    @property
+    def _in_use(self) -> Dict[int, PoolConnection]:
+        return self._ledger.in_use
+
+    @property
+    def _pool_lock(self) -> Any:
+        return self._ledger.lock
+
+    @property
+    def _reserved(self) -> int:
+        """Slots held by a connect, close, ping or reset under way."""
+        return self._ledger.reserved
+
+    # -- Connect keywords as callables --------------------------------------
+
+    @property
+    def connect_params(self) -> Dict[str, Any]:
+        """peewee's connect keywords; while a worker opens a connection on
+        this thread, with every zero-argument callable called."""
+        resolved = getattr(self._resolved, 'params', None)
+        return self._connect_params if resolved is None else resolved
+
+    @connect_params.setter
+    def connect_params(self, params: Dict[str, Any]) -> None:
+        self._connect_params = params
 
     # -- Backend hooks -----------------------------------------------------
     # The pool opens with the database class's own _connect() and closes with
@@ -300,7 +174,7 @@ class PooledDatabase(_DatabaseBase):
                 return False
             raise OperationalError('Connection already opened.')
         transactions = state.transactions
-        if transactions and type(transactions) is _LostTransactions:
+        if transactions and type(transactions) is guards.LostTransactions:
             # Going on in autocommit on a new connection would hide that
             # the transaction is gone.
             raise InterfaceError(
@@ -317,9 +191,6 @@ class PooledDatabase(_DatabaseBase):
                 state.ctx = blocks
             if transactions:
                 state.transactions = transactions
-            if self.server_version is None:
-                with _driver_errors:
-                    self._set_server_version(conn)
             initialize = self._initialize_connection
             if getattr(initialize, '__func__', None) is not _NO_INITIALIZE:
                 with _driver_errors:
@@ -360,7 +231,10 @@ class PooledDatabase(_DatabaseBase):
                                    'transaction is open.')
         conn = self._state.conn
         self._state.reset()
-        self._discard_checked_out(conn)
+        record = self._ledger.detach(id(conn))
+        if record is not None:
+            self._close_raw(conn)
+            self._submit(self._ledger.closed_by_caller(1))
         return True
 
     def execution_context(self, with_transaction: bool = True
@@ -374,153 +248,96 @@ class PooledDatabase(_DatabaseBase):
         """Forget every connection without closing any (they may belong to
         another process): the pool starts empty. Waiting threads get
         ``PoolClosedError``; connects under way still land in the pool."""
-        with self._pool_lock:
-            self._fail_waiters('The pool was disposed of while waiting.')
-            records = [e[2] for e in self._connections]
-            records += self._in_use.values()
-            _inherited.extend(r.conn for r in records)
-            self._connections = []
-            self._in_use = {}
-            self._closed_keys = {}
-            self._notify_drained()
+        self._ledger.fail_waiters('The pool was disposed of while waiting.')
+        guards.inherited.extend(r.conn for r in self._ledger.forget())
         self._state.reset()
 
     # -- Checkout -----------------------------------------------------------
 
     def _checkout(self) -> Any:
-        record = self._acquire(self._owner() if self.thread_safe else None)
+        owner = guards.owner(self) if self.thread_safe else None
+        now = time.monotonic()
+        record = self._ledger.take_idle(owner, now)
+        if record is None or not self._usable(record, now):
+            record = self._checkout_slowly(owner, now)
         if self._pool_options.leak_timeout is not None:
             record.stack = _caller_stack()
         return record.conn
 
-    def _owner(self) -> threading.Thread:
-        """This thread, its guard in place. The guard is a local of this
-        frame only: one that a traceback kept alive (an exception stored in
-        a cycle) would keep the guard from reclaiming at thread exit."""
-        guard = getattr(self._guards, 'guard', None)
-        if guard is None:
-            guard = self._guards.guard = _ThreadGuard(self)
-        return guard.thread
-
-    def _acquire(self, owner: Optional[threading.Thread]) -> _PoolConnection:
-        start = now = time.monotonic()
+    def _checkout_slowly(self, owner: Optional[threading.Thread],
+                         start: float) -> PoolConnection:
+        """No usable idle connection at once: start the workers if they are
+        not running, then wait for whichever comes first, a connection
+        checked in or a new one (a connect is started if none is on its
+        way), checking each as it comes."""
+        self._start()
+        ledger = self._ledger
+        options = self._pool_options
+        wait = options.wait_seconds
+        deadline = None if wait is None else start + wait
         while True:
-            record = waiter = reclaimed = None
-            # ``with``, not acquire() then try: a signal handler that raises
-            # between those two would leave the lock held for good.
-            with self._pool_lock:
-                # Read under the lock: init() publishes new options, then
-                # hands new slots to the threads queued by then, under it.
-                options = self._pool_options
-                if self._draining:
-                    raise PoolClosedError('The pool is shutting down '
-                                          '(close_all is draining it).')
-                heap = self._connections
-                if (not heap and not self._waiters
-                        and not self._has_free_slot()):
-                    # Threads' guards reclaim at thread exit; this scan is
-                    # the fallback, run by the first thread about to wait,
-                    # not by each one queueing behind it: it costs an
-                    # is_alive() per checked-out connection (8% of S2's
-                    # throughput if run on every such checkout).
-                    reclaimed = self._reclaim_abandoned()  # refills the heap
-                if heap:
-                    record = heapq.heappop(heap)[2]
-                    self._take(record, owner, now)
-                elif self._has_free_slot():
-                    self._reserved += 1
-                else:
-                    waiter = self._enqueue_waiter(options, owner, now)
-            if reclaimed:
-                _log_reclaimed(reclaimed)
-            if record is None or waiter is not None:
-                deadline = _deadline(options, start)
-                if waiter is not None:
-                    record = self._wait(waiter, deadline)  # None: a slot
-                if record is None:
-                    return self._open_in_slot(deadline, owner)
-            try:
-                usable = self._verify(record, options, now)
-            except BaseException:           # interrupted: give it back
-                self._release(record.conn, False)
-                raise
-            if usable:
+            reclaimed, jobs = ledger.reclaim_before_waiting()
+            log_reclaimed(reclaimed)
+            self._submit(jobs)
+            record, waiter, jobs = ledger.enqueue(owner, start, deadline,
+                                                  options)
+            self._submit(jobs)
+            if waiter is not None:
+                record = self._wait(waiter, deadline)
+            assert record is not None
+            if self._usable(record, time.monotonic()):
                 return record
-            # Dead or stale: close it and open a new one in its slot, unless
-            # the pool took it back meanwhile (close_all): then start over.
-            if self._retire(record):
-                return self._open_in_slot(_deadline(options, start), owner)
-            now = time.monotonic()
 
-    def _take(self, record: _PoolConnection,
-              owner: Optional[threading.Thread], now: float) -> None:
-        # Under the pool lock: record becomes checked out by owner.
-        record.checked_out = now
-        record.owner = owner
-        record.leak_reported = False
-        self._in_use[record.key] = record
-        self._n_checkouts += 1
-
-    def _open_over_limit(self, extra: int) -> int:
-        """Under the lock: by how much open connections and reserved slots,
-        plus ``extra``, exceed max_connections (0 or less: they don't)."""
-        limit = self._pool_options.max_connections
-        if limit is None:
-            return 0
-        return (len(self._connections) + len(self._in_use) + self._reserved
-                + extra - limit)
-
-    def _still_shrinking(self, extra: int) -> bool:
-        # Under the lock, while _shrinking: True if taking ``extra`` more
-        # would exceed max_connections; clears _shrinking once it holds.
-        if self._open_over_limit(extra) > 0:
-            return True
-        self._shrinking = False
+    def _usable(self, record: PoolConnection, now: float) -> bool:
+        """May this connection, just checked out, be handed to the user?
+        Its local status flags, its age, and one zero-timeout poll of its
+        socket (readable: the server said something, an error or EOF, on
+        an idle connection): no round trip, unless ``ping_after=0`` asks
+        for one. One that fails goes to a worker to be replaced (or
+        pinged), and the checkout looks again."""
+        try:
+            conn = record.conn
+            if self._is_closed(conn):
+                logger.debug('Connection %x was closed, replacing it.',
+                             record.key)
+            elif now >= record.expires and not self._ledger.keep_expired(
+                    record, now):
+                logger.debug('Connection %x is past its age, replacing it.',
+                             record.key)
+            elif self._pool_options.ping_after == 0:
+                if self._ping(conn):
+                    return True
+                logger.info('Connection %x failed its ping, replacing it.',
+                            record.key)
+            elif record.probe is not None and record.probe.readable():
+                self._submit(self._ledger.check_later(record))
+                return False
+            else:
+                return True
+        except BaseException:              # interrupted: give it back
+            self._release(record.conn, False)
+            raise
+        self._submit(self._ledger.retire(record, now))
         return False
 
-    def _has_free_slot(self) -> bool:
-        # Under the lock: room for one more connection or reserved slot.
-        return self._open_over_limit(1) <= 0
-
-    def _enqueue_waiter(self, options: PoolOptions,
-                        owner: Optional[threading.Thread],
-                        now: float) -> _Waiter:
-        # Under the pool lock, with no idle connection and no free slot.
-        if options.wait_seconds is None:
-            self._n_timeouts += 1
-            raise MaxConnectionsExceeded(
-                'Exceeded maximum connections (max_connections=%s, all in '
-                'use; set timeout to wait for one).' % options.max_connections)
-        if (options.max_waiting is not None
-                and len(self._waiters) >= options.max_waiting):
-            self._n_timeouts += 1
-            raise MaxConnectionsExceeded(
-                'Exceeded maximum connections: max_waiting=%d threads are '
-                'already waiting.' % options.max_waiting)
-        waiter = _Waiter(owner, now)
-        self._waiters.append(waiter)
-        return waiter
-
-    def _wait(self, waiter: _Waiter,
-              deadline: Optional[float]) -> Optional[_PoolConnection]:
-        """Sleep until handed a connection (returned) or a slot (None)."""
-        assert deadline is not None        # waiters always have one
+    def _wait(self, waiter: Waiter,
+              deadline: Optional[float]) -> Optional[PoolConnection]:
+        """Sleep until handed a connection or failed."""
+        timeout = math.inf if deadline is None else deadline - time.monotonic()
         try:
-            signalled = waiter.wait(deadline - time.monotonic())
+            signalled = waiter.wait(timeout)
         except BaseException:              # a signal handler, gevent.Timeout
-            self._abandon(waiter)
+            record = self._ledger.abandon(waiter)
+            if record is not None:
+                self._release(record.conn, True)
             raise
         if not signalled:
-            with self._pool_lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    self._n_timeouts += 1
-                    self._wait_total += time.monotonic() - waiter.since
-                    raise MaxConnectionsExceeded(
-                        'Exceeded maximum connections, timed out after %ss '
-                        'waiting for a connection (max_connections=%s).'
-                        % (self._pool_options.timeout,
-                           self._pool_options.max_connections))
+            removed, failing = self._ledger.timed_out(waiter,
+                                                      time.monotonic())
+            if removed:
+                if failing is not None:
+                    raise self._could_not_connect(failing)
+                raise _timed_out(self._pool_options)
             # A hand-off raced the deadline: the waiter was served, and its
             # signal is released (under the lock, so by now).
             waiter.wait(math.inf)
@@ -535,104 +352,87 @@ class PooledDatabase(_DatabaseBase):
                 del error
         return waiter.record
 
-    def _abandon(self, waiter: _Waiter) -> None:
-        """A waiter leaves on an exception: out of the queue, or, if it was
-        served meanwhile, what it was given goes on to the next one."""
-        with self._pool_lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-                return
-        # Served: hand/grant/fail ran under the lock, so the result is set;
-        # the interrupted acquire may or may not have taken the signal.
-        waiter.consume()
-        if waiter.record is not None:
-            self._release(waiter.record.conn, True)
-        elif waiter.error is None:
-            with self._pool_lock:
-                self._free_slots(1)
+    # -- Workers ------------------------------------------------------------
 
-    def _verify(self, record: _PoolConnection, options: PoolOptions,
-                now: float) -> bool:
-        """Can this idle connection be handed out? Local flags, then one
-        zero-timeout poll of its socket; a round trip only if the socket has
-        something to say or the connection sat idle past ``ping_after``."""
-        conn = record.conn
-        if record.dirty:
-            record.dirty = False
-            if not self._reset(conn):
-                return False
-        if self._is_closed(conn):
-            logger.debug('Connection %x was closed, discarding.', record.key)
-            return False
-        stale = options.stale_timeout
-        if stale is not None and now - record.opened > stale:
-            logger.debug('Connection %x is stale, recycling.', record.key)
-            return False
-        ping_after = options.ping_after
-        idle_too_long = (ping_after is not None
-                         and now - record.returned >= ping_after)
-        if idle_too_long or (record.probe is not None
-                             and record.probe.readable()):
-            if not self._ping(conn):
-                logger.info('Connection %x failed its ping, discarding.',
-                            record.key)
-                return False
-        return True
+    def _start(self) -> None:
+        """From the first checkout on (and again after close_all or in a
+        forked child): workers, the housekeeper, the minimum opened."""
+        if self._ledger.started and self._housekeeper is not None:
+            return
+        with self._start_lock:
+            if self._workers is None:
+                self._workers = Workers(self)
+            if self._housekeeper is None:
+                self._housekeeper = Housekeeper(self)
+                self._housekeeper.start()
+            self._submit(self._ledger.start())
 
-    # -- Opening and closing (always outside the lock) ----------------------
+    def _submit(self, jobs: Jobs) -> None:
+        if jobs:
+            workers = self._workers
+            if workers is None:
+                with self._start_lock:
+                    if self._workers is None:
+                        self._workers = Workers(self)
+                    workers = self._workers
+            workers.submit(jobs)
 
-    def _open_in_slot(self, deadline: Optional[float],
-                      owner: Optional[threading.Thread]) -> _PoolConnection:
-        """Open a connection in a slot this thread reserved; publish it as
-        checked out. On failure the slot is freed (to a waiter, if any)."""
+    def _stop_workers(self) -> None:
+        with self._start_lock:
+            workers, self._workers = self._workers, None
+            housekeeper, self._housekeeper = self._housekeeper, None
+        if workers is not None:
+            workers.stop()
+        if housekeeper is not None:
+            housekeeper.stop()
+
+    def _housekeep(self) -> float:
+        """One round of the housekeeper (as its thread runs it); returns
+        seconds until the next."""
+        return housekeep(self)
+
+    # -- Opening and closing (on workers, outside every lock) ---------------
+
+    def _new_connection(self) -> PoolConnection:
+        """Open, set up and wrap a connection (a worker calls this). Raises
+        the driver's error (as peewee's) or ConfigureError."""
+        params = self._connect_params
+        providers = [k for k, v in params.items() if _is_provider(v)]
+        if providers:
+            # Secrets stay in this frame and the driver: never stored.
+            self._resolved.params = {
+                k: (v() if k in providers else v) for k, v in params.items()}
         try:
-            conn = self._open(deadline)
+            with _driver_errors:
+                conn = self._connect()
+        finally:
+            self._resolved.params = None
+        try:
+            if self.server_version is None:
+                with _driver_errors:
+                    self._set_server_version(conn)
+            configure = self._pool_options.configure
+            if configure is not None:
+                try:
+                    configure(conn)
+                except Exception as exc:
+                    raise ConfigureError(
+                        'configure() failed on a new connection: %s'
+                        % self._safe_error(exc)) from exc
+            probe = self._probe(conn)
         except BaseException:
-            with self._pool_lock:
-                self._free_slots(1)
+            self._close_raw(conn)
             raise
+        return PoolConnection(conn, probe, self._pool_options.stale_timeout,
+                              time.monotonic())
+
+    def _probe(self, conn: Any) -> Any:
         try:
-            probe = probe_for(self._fileno(conn))
-        except Exception:                  # no socket to probe: ping_after
+            return probe_for(self._fileno(conn))
+        except Exception:                  # no socket to probe
             logger.debug('No readability probe for connection %x.', id(conn),
                          exc_info=True)
-            probe = None
-        record = _PoolConnection(conn, probe)
-        with self._pool_lock:
-            self._reserved -= 1
-            self._n_created += 1
-            self._take(record, owner, time.monotonic())
-        logger.debug('Opened connection %x.', record.key)
-        self._start_housekeeping()
-        return record
-
-    def _open(self, deadline: Optional[float]) -> Any:
-        """Open a raw connection; with a deadline, retry failures with capped
-        exponential backoff and jitter until it passes."""
-        attempt = 0
-        while True:
-            try:
-                with _driver_errors:
-                    return self._connect()
-            except Exception as exc:
-                if deadline is None or not _retryable(exc):
-                    raise
-                attempt += 1
-                delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)
-                remaining = deadline - time.monotonic()
-                if remaining <= delay:
-                    raise OperationalError(
-                        'playhouse_pool could not connect to %s in %d attempts'
-                        ' within timeout=%s: %s' % (
-                            redact(str(self.database)), attempt,
-                            self._pool_options.timeout,
-                            redact(_describe(exc)))) from exc
-                logger.warning('Connect attempt %d to %s failed (%s); '
-                               'retrying in %.2fs.', attempt,
-                               redact(str(self.database)),
-                               redact(_describe(exc)), delay)
-                time.sleep(delay)
+            return None
 
     def _close_raw(self, conn: Any) -> None:
         try:
@@ -650,133 +450,76 @@ class PooledDatabase(_DatabaseBase):
                          exc_info=True)
             return False
 
-    def _retire(self, record: _PoolConnection) -> bool:
-        """Close a checked-out connection, keeping its slot reserved for the
-        caller, who opens a replacement in it. False if the pool took the
-        connection back meanwhile (close_all, close_stale): its slot is
-        gone, nothing is reserved."""
-        with self._pool_lock:
-            if self._in_use.pop(record.key, None) is None:
-                self._closed_keys.pop(record.key, None)
-                return False
-            self._reserved += 1
-            self._notify_drained()
-        self._close_raw(record.conn)
-        with self._pool_lock:
-            self._n_closed += 1
-        return True
-
-    def _free_slots(self, count: int) -> None:
-        """Under the lock: give ``count`` reserved slots to waiters (first
-        come, first served) or back to the pool."""
-        for _ in range(count):
-            if self._waiters and not (self._shrinking
-                                      and self._still_shrinking(0)):
-                self._next_waiter().grant()
-            else:
-                self._reserved -= 1
-
     # -- Check-in -----------------------------------------------------------
-
-    def _discard_checked_out(self, conn: Any) -> None:
-        self._release(conn, False)
 
     def _release(self, conn: Any, reusable: bool) -> None:
         """Return a checked-out connection: to the first waiter, to the idle
-        heap, or (broken or stale) closed, freeing its slot."""
-        now = time.monotonic()
-        stale = self._pool_options.stale_timeout
-        with self._pool_lock:
-            record = self._in_use.pop(id(conn), None)
-            if record is None:
-                # Closed by the pool while held (close_all, close_stale).
-                self._closed_keys.pop(id(conn), None)
-                return
-            if (reusable and (stale is None or now - record.opened <= stale)
-                    and not (self._shrinking and self._still_shrinking(1))):
-                record.returned = now
-                self._give_back(record, now)
-                return
-            self._reserved += 1
-            self._notify_drained()
-        self._close_records([record])
+        heap, or (broken or past its age) to a worker that replaces it."""
+        jobs = self._ledger.checkin(id(conn), reusable, time.monotonic())
+        if jobs:
+            self._submit(jobs)
 
-    def _give_back(self, record: _PoolConnection, now: float) -> None:
-        # Under the lock: a usable connection goes to the first waiter, or
-        # to the idle heap if nobody waits.
-        record.stack = None
-        if self._waiters:
-            waiter = self._next_waiter()
-            self._take(record, waiter.owner, now)
-            waiter.hand(record)
-        else:
-            heapq.heappush(self._connections,
-                           (record.opened, next(self._heap_seq), record))
-        self._notify_drained()
-
-    def _notify_drained(self) -> None:
-        # Under the lock, whenever _in_use shrinks: close_all(timeout) may
-        # be waiting for it to empty.
-        if self._draining and not self._in_use:
-            self._drained.notify_all()
-
-    # -- Reclaiming what threads abandoned -----------------------------------
-
-    def _reclaim_abandoned(self, ended: Optional[threading.Thread] = None
-                           ) -> List[Tuple[int, str]]:
-        """Under the lock: take back connections held by a thread that ended
-        without close() (``ended``, from its guard; or any dead owner, before
-        a checkout would wait or fail). They go back as if returned, marked
-        dirty: whoever takes one next rolls it back first, outside the lock.
-        Returns (connection, thread name) pairs for the caller to log once
-        the lock is released."""
-        def gone(thread: Optional[threading.Thread]) -> bool:
-            if ended is not None:
-                return thread is ended
-            return thread is not None and not thread.is_alive()
-
-        dead = [r for r in self._in_use.values() if gone(r.owner)]
-        # Named now: _give_back may hand a record to a waiter (a new owner).
-        names = [(r.key, _thread_name(r)) for r in dead]
-        for record in dead:
-            del self._in_use[record.key]
-            record.dirty = True
-            self._n_reclaimed += 1
-            self._give_back(record, time.monotonic())
-        for key, holder in list(self._closed_keys.items()):
-            if gone(holder):
-                del self._closed_keys[key]
-        return names
+    def _discard_checked_out(self, conn: Any) -> None:
+        self._release(conn, False)
 
     # -- Pool-wide operations -----------------------------------------------
 
     def close_idle(self) -> int:
         """Close every idle connection; returns how many."""
-        with self._pool_lock:
-            idle = [entry[2] for entry in self._connections]
-            self._connections = []
-            self._reserved += len(idle)
-        self._close_records(idle)
-        return len(idle)
+        idle = self._ledger.take_idle_all()
+        return self._close_taken(idle)
 
     def close_stale(self, age: float = 600) -> int:
         """Close connections checked out more than ``age`` seconds ago (their
         holders' later ``close()`` is a no-op); returns how many."""
         cutoff = time.monotonic() - (seconds('age', age) or 0.0)
-        with self._pool_lock:
-            stale = [r for r in self._in_use.values()
-                     if r.checked_out < cutoff]
-            self._take_back(stale)
-        self._close_records(stale)
-        return len(stale)
+        stale = self._ledger.take_back_older(cutoff)
+        return self._close_taken(stale)
+
+    def _close_taken(self, records: List[PoolConnection]) -> int:
+        for record in records:
+            self._close_raw(record.conn)
+        self._submit(self._ledger.closed_by_caller(len(records)))
+        return len(records)
+
+    def recycle(self) -> int:
+        """Replace every connection: idle ones now, checked-out ones when
+        they are checked in, connects under way when they land; checkouts
+        go on being served meanwhile (rotated credentials, a failover, a
+        changed server setting). Returns at once, with how many connections
+        will be replaced."""
+        jobs, count = self._ledger.recycle(time.monotonic())
+        self._submit(jobs)
+        logger.info('Recycling %d connection(s).', count)
+        return count
+
+    def warm_up(self, timeout: Optional[float] = 30.0) -> None:
+        """Open ``min_connections`` now and wait until they are open (at
+        application start-up, say). Raises ``OperationalError`` if they are
+        not open within ``timeout`` seconds (None: wait as long as it
+        takes), chaining the last connect error if connects failed."""
+        wait = seconds('timeout', timeout)
+        self._start()
+        opened = self._ledger.wait_for_minimum(
+            math.inf if wait is None else wait)
+        if opened is None:
+            return
+        failing = self._ledger.failing
+        error = OperationalError(
+            'playhouse_pool opened %d of min_connections=%d to %s within '
+            '%ss%s' % (opened, self._pool_options.min_connections,
+                       self._safe_name(), timeout,
+                       ': ' + self._safe_error(failing) if failing else ''))
+        raise error from failing
 
     def close_all(self, timeout: Optional[float] = None) -> int:
-        """Close every connection, idle and checked out, and fail waiting
-        threads with ``PoolClosedError``. With ``timeout`` (seconds), first
-        refuse new checkouts and wait up to that long for checked-out
-        connections to come back. The calling thread's own connection is
-        closed too. The pool stays usable: the next checkout opens a new
-        connection. Returns how many connections were closed."""
+        """Close every connection, idle and checked out, stop the pool's
+        workers and fail waiting threads with ``PoolClosedError``. With
+        ``timeout`` (seconds), first refuse new checkouts and wait up to
+        that long for checked-out connections to come back. The calling
+        thread's own connection is closed too. The pool stays usable: the
+        next checkout opens a new connection (and starts the workers).
+        Returns how many connections were closed."""
         wait = seconds('timeout', timeout) or 0.0
         state = self._state
         own_key = None if state.closed else id(state.conn)
@@ -785,81 +528,29 @@ class PooledDatabase(_DatabaseBase):
         # interrupts (a signal handler) unwinds normally afterwards; an open
         # transaction is marked lost (see connect()).
         if own_key is not None and state.transactions:
-            state.transactions = _LostTransactions(state.transactions)
+            state.transactions = guards.LostTransactions(state.transactions)
         state.closed, state.conn = True, None
-        records: List[_PoolConnection] = []
-        held: List[_PoolConnection] = []
+        records: List[PoolConnection] = []
+        self._stop_workers()
         try:
-            with self._pool_lock:
-                # The caller's own connection is not waited for: it goes now.
-                own = self._in_use.pop(own_key, None) if own_key else None
-                if own is not None:
-                    records.append(own)
-                    self._reserved += 1
-                self._fail_waiters(
-                    'The pool was closed (close_all) while waiting.')
-                if wait:
-                    self._draining += 1
-                    try:
-                        self._drained.wait_for(
-                            lambda: not self._in_use,
-                            wait if wait < threading.TIMEOUT_MAX else None)
-                    finally:
-                        self._draining -= 1
-                idle = [entry[2] for entry in self._connections]
-                self._connections = []
-                self._reserved += len(idle)
-                records += idle
-                held = list(self._in_use.values())
-                self._take_back(held)
+            self._ledger.shut_down(own_key, wait, records)
         finally:                # even if the drain is interrupted
-            self._close_records(records + held)
-        return len(records) + len(held)
-
-    def _take_back(self, held: List[_PoolConnection]) -> None:
-        # Under the lock: the pool closes these while threads hold them.
-        for record in held:
-            del self._in_use[record.key]
-            self._closed_keys[record.key] = record.owner
-        self._reserved += len(held)
-        self._notify_drained()
-
-    def _close_records(self, records: List[_PoolConnection]) -> None:
-        for record in records:
-            self._close_raw(record.conn)
-        with self._pool_lock:
-            self._n_closed += len(records)
-            self._free_slots(len(records))
-
-    def _next_waiter(self) -> _Waiter:
-        # Under the lock: the first waiter leaves the queue, served now.
-        waiter = self._waiters.popleft()
-        self._wait_total += time.monotonic() - waiter.since
-        return waiter
-
-    def _fail_waiters(self, message: str) -> None:
-        # Each gets its own exception: one shared would chain every waiter's
-        # traceback (and frames) to every other's.
-        while self._waiters:
-            self._next_waiter().fail(PoolClosedError(message))
+            for record in records:
+                self._close_raw(record.conn)
+            self._submit(self._ledger.closed_by_caller(len(records)))
+        return len(records)
 
     def _forget_connections(self) -> None:
         """In a forked child: drop all bookkeeping without closing anything
         (the parent's connections stay referenced, never closed or used),
-        with new locks (another thread of the parent may have held them)."""
-        self._pool_lock = threading.RLock()
-        self._drained = threading.Condition(self._pool_lock)
-        records = [e[2] for e in self._connections] + list(
-            self._in_use.values())
-        _inherited.extend(r.conn for r in records)
-        self._connections = []
-        self._in_use = {}
-        self._closed_keys = {}
-        self._waiters = deque()
-        self._reserved = 0
-        self._draining = 0
-        self._shrinking = False
+        with a new ledger (another thread of the parent may have held its
+        lock) and no workers (the parent's threads are not here)."""
+        guards.inherited.extend(
+            r.conn for r in self._ledger.every_connection())
+        self._ledger = Ledger(self._pool_options)
+        self._workers = None
         self._housekeeper = None
+        self._start_lock = threading.Lock()
         self._guards = threading.local()
         # The forking thread's connection was the parent's: it goes, and so
         # do its transactions (the child, a multiprocessing worker say, runs
@@ -872,25 +563,10 @@ class PooledDatabase(_DatabaseBase):
         """A snapshot of the pool, cheap enough to call per request.
 
         ``open == in_use + idle``; ``created``, ``closed``, ``checkouts``,
-        ``timeouts``, ``reclaimed`` and ``wait_seconds`` (total seconds threads
-        spent waiting) only grow.
+        ``timeouts``, ``reclaimed``, ``recycled`` and ``wait_seconds`` (total
+        seconds threads spent waiting) only grow.
         """
-        with self._pool_lock:
-            idle = len(self._connections)
-            in_use = len(self._in_use)
-            return {
-                'max_connections': self._pool_options.max_connections or 0,
-                'open': idle + in_use,
-                'in_use': in_use,
-                'idle': idle,
-                'waiting': len(self._waiters),
-                'created': self._n_created,
-                'closed': self._n_closed,
-                'checkouts': self._n_checkouts,
-                'timeouts': self._n_timeouts,
-                'reclaimed': self._n_reclaimed,
-                'wait_seconds': self._wait_total,
-            }
+        return self._ledger.stats()
 
     def __repr__(self) -> str:
         stats = self.pool_stats()
@@ -898,75 +574,41 @@ class PooledDatabase(_DatabaseBase):
             type(self).__name__, redact(str(self.database)), stats['open'],
             stats['in_use'], stats['idle'], stats['max_connections'] or None)
 
-    # -- Housekeeping (idle eviction and leak warnings) ---------------------
+    # -- Messages (never with a secret) -------------------------------------
 
-    def _start_housekeeping(self) -> None:
-        options = self._pool_options
-        if self._housekeeper is not None or (options.idle_timeout is None and
-                                             options.leak_timeout is None):
-            return
-        with self._pool_lock:
-            if self._housekeeper is not None:
-                return
-            self._housekeeper = Housekeeper(self)
-        self._housekeeper.start()
+    def _safe_name(self) -> str:
+        return redact(str(self.database))
 
-    def _housekeep(self) -> float:
-        """One round of the housekeeper; returns seconds until the next."""
-        options = self._pool_options
-        if options.idle_timeout is not None:
-            self._evict_idle(options.idle_timeout, options.min_connections)
-        if options.leak_timeout is not None:
-            self._report_leaks(options.leak_timeout)
-        with self._pool_lock:
-            reclaimed = self._reclaim_abandoned()
-        _log_reclaimed(reclaimed)
-        return tick_seconds(options.idle_timeout, options.leak_timeout)
+    def _safe_error(self, exc: BaseException) -> str:
+        return redact('%s: %s' % (type(exc).__name__, str(exc).strip()))
 
-    def _evict_idle(self, idle_timeout: float, keep: int) -> int:
-        """Close connections idle longer than ``idle_timeout``, never taking
-        the pool below ``keep`` open connections."""
-        cutoff = time.monotonic() - idle_timeout
-        with self._pool_lock:
-            spare = (len(self._connections) + len(self._in_use)
-                     + self._reserved - keep)
-            expired = sorted((e for e in self._connections
-                              if e[2].returned < cutoff),
-                             key=lambda e: e[2].returned)[:max(spare, 0)]
-            if not expired:
-                return 0
-            gone = {id(e) for e in expired}
-            self._connections = [e for e in self._connections
-                                 if id(e) not in gone]
-            heapq.heapify(self._connections)
-            self._reserved += len(expired)
-        logger.debug('Closing %d connection(s) idle for over %.3gs.',
-                     len(expired), idle_timeout)
-        self._close_records([e[2] for e in expired])
-        return len(expired)
-
-    def _report_leaks(self, leak_timeout: float) -> None:
-        cutoff = time.monotonic() - leak_timeout
-        with self._pool_lock:
-            leaked = [r for r in self._in_use.values()
-                      if r.checked_out < cutoff and not r.leak_reported]
-            for record in leaked:
-                record.leak_reported = True
-        for record in leaked:
-            logger.warning(
-                'Connection %x has been checked out by thread %r for over '
-                '%.3gs (leak_timeout); checked out at:\n%s', record.key,
-                _thread_name(record), leak_timeout,
-                ''.join(record.stack or ['(stack not recorded)\n']))
+    def _could_not_connect(self, cause: BaseException) -> BaseException:
+        error = OperationalError(
+            'playhouse_pool could not connect to %s within timeout=%s: %s'
+            % (self._safe_name(), self._pool_options.timeout,
+               self._safe_error(cause)))
+        error.__cause__ = cause
+        return error
 
 
-def _deadline(options: PoolOptions, start: float) -> Optional[float]:
-    wait = options.wait_seconds
-    return None if wait is None else start + wait
+def _timed_out(options: PoolOptions) -> BaseException:
+    return MaxConnectionsExceeded(
+        'Exceeded maximum connections, timed out after %ss waiting for a '
+        'connection (max_connections=%s).'
+        % (options.timeout, options.max_connections))
 
 
-def _describe(exc: BaseException) -> str:
-    return '%s: %s' % (type(exc).__name__, str(exc).strip())
+def _is_provider(value: Any) -> bool:
+    """A zero-argument callable standing for a connect keyword's value
+    (not a class, nor a driver callback such as psycopg's row_factory,
+    which takes arguments)."""
+    if not callable(value) or isinstance(value, type):
+        return False
+    try:
+        inspect.signature(value).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -979,12 +621,3 @@ def _caller_stack() -> List[str]:
               if not f.filename.startswith(_PACKAGE_DIR)]
     return traceback.format_list(frames[-12:])
 
-
-def _log_reclaimed(reclaimed: List[Tuple[int, str]]) -> None:
-    for key, thread in reclaimed:
-        logger.warning('Reclaimed connection %x from thread %r, which ended '
-                       'without closing it.', key, thread)
-
-
-def _thread_name(record: _PoolConnection) -> str:
-    return record.owner.name if record.owner is not None else '?'

@@ -237,7 +237,7 @@ def test_close_all_with_timeout_returns_once_close_stale_took_the_rest(
         closer = threading.Thread(target=lambda: closed.append(
             db.close_all(timeout=60)))
         closer.start()
-        wait_until(lambda: db._draining, what='close_all to start draining')
+        wait_until(lambda: db._ledger.draining, what='close_all to start draining')
         assert db.close_stale(0) == 1    # nothing is checked out now
         closer.join(10)
     assert closed == [0]                 # returned without waiting 60 s
@@ -261,7 +261,7 @@ def test_close_all_with_timeout_drains_then_closes(backend):
     closer = threading.Thread(target=lambda: closed.append(
         db.close_all(timeout=30)))
     closer.start()
-    wait_until(lambda: db._draining, what='close_all to start draining')
+    wait_until(lambda: db._ledger.draining, what='close_all to start draining')
 
     with pytest.raises(pp.PoolClosedError, match='shutting down'):
         run_threads(1, lambda _: db.connect())
@@ -296,7 +296,7 @@ def test_close_all_timeout_closes_what_did_not_come_back(backend):
     worker.join(10)
     stats = db.pool_stats()
     assert (stats['open'], stats['closed']) == (0, 1)
-    assert db._closed_keys == {}
+    assert db._ledger.closed_keys == {}
     assert db.close_all() == 0                # idempotent
 
 

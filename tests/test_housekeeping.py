@@ -3,6 +3,7 @@ connections of threads that ended without close()."""
 import gc
 import logging
 import threading
+import time
 
 import playhouse_pool as pp
 from conftest import run_threads, wait_until
@@ -43,7 +44,7 @@ def test_checked_out_connections_are_not_evicted_as_idle(backend):
     db = backend.make_db(idle_timeout=0.05)
     db.connect()
     conn = db.connection()
-    db._evict_idle(0.0, 0)
+    assert db._ledger.evict_idle(time.monotonic() + 3600, 0.05) == []
     assert db.pool_stats()['in_use'] == 1
     assert not db._is_closed(conn)
     db.close()
@@ -63,7 +64,8 @@ def test_leak_warning_names_the_checkout_stack(backend, caplog):
              if 'leak_timeout' in r.getMessage()]
     assert len(leaks) == 1
     assert 'checkout_here_and_forget' in leaks[0]
-    db._report_leaks(0.0)            # reported once per checkout
+    # Reported once per checkout:
+    assert db._ledger.leaked(time.monotonic(), 0.0) == []
     assert len([r for r in caplog.records
                 if 'leak_timeout' in r.getMessage()]) == 1
     db.close()
@@ -143,7 +145,7 @@ def test_shared_state_connection_handed_to_a_waiter_is_not_reclaimed(
     waiter.join(10)
     assert not waiter.is_alive() and len(handed) == 1
     with db._pool_lock:
-        assert db._reclaim_abandoned() == []
+        assert db._ledger.reclaim() == ([], [])
     stats = db.pool_stats()
     assert (stats['in_use'], stats['reclaimed']) == (1, 0)
     db._release(handed[0], True)

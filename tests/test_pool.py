@@ -6,7 +6,7 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import DATABASE_ERRORS, run_threads, wait_until
+from conftest import DATABASE_ERRORS, age, run_threads, wait_until
 
 
 def make_model(db, backend):
@@ -228,7 +228,7 @@ def test_close_all_closes_idle_and_checked_out_connections(backend):
     t.join(10)
     stats = db.pool_stats()
     assert (stats['open'], stats['in_use'], stats['idle']) == (0, 0, 0)
-    assert db._closed_keys == {}
+    assert db._ledger.closed_keys == {}
     db.connect()                      # still usable: a new connection
     assert db.execute_sql('SELECT 1').fetchone()[0] == 1
     db.close()
@@ -260,28 +260,41 @@ def test_close_stale_closes_connections_held_too_long(backend):
     db.close()
 
 
-def test_stale_connection_is_recycled_on_checkout(backend):
+def test_stale_connection_met_at_checkout_is_replaced_by_a_worker(backend):
+    closed_on = []
     db = backend.make_db(stale_timeout=3600)
+    close = db._close
+    db._close = lambda conn: (closed_on.append(threading.current_thread()),
+                              close(conn))
     db.connect()
     first = db.connection()
     db.close()
-    # Age the idle connection instead of sleeping past the timeout.
-    db._connections[0][2].opened -= 7200
-    db.connect()
+    age(db._connections[0][2], 7200)
+    db.connect()                      # waits for the replacement
     assert db.connection() is not first
     assert db._is_closed(first)
+    assert closed_on and threading.current_thread() not in closed_on
     db.close()
-    assert db.pool_stats()['closed'] == 1
+    stats = db.pool_stats()
+    assert (stats['closed'], stats['created'], stats['open']) == (1, 2, 1)
 
 
-def test_stale_connection_is_closed_at_checkin(backend):
+def test_stale_connection_checked_in_is_replaced_by_a_worker(backend):
+    closed_on = []
     db = backend.make_db(stale_timeout=3600)
+    close = db._close
+    db._close = lambda conn: (closed_on.append(threading.current_thread()),
+                              close(conn))
     db.connect()
     first = db.connection()
-    db._in_use[id(first)].opened -= 7200
+    age(db._in_use[id(first)], 7200)
     db.close()
+    wait_until(lambda: db.pool_stats()['created'] == 2,
+               what='the replacement to open')
     assert db._is_closed(first)
-    assert db.pool_stats()['open'] == 0
+    assert threading.current_thread() not in closed_on
+    stats = db.pool_stats()
+    assert (stats['closed'], stats['open'], stats['idle']) == (1, 1, 1)
 
 
 def test_close_twice_is_harmless(backend):

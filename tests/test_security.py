@@ -70,7 +70,7 @@ def test_password_absent_from_leak_and_reclaim_warnings(server_backend,
                          max_connections=1)
     run_threads(1, lambda _: db.connect())       # dies holding it
     db.connect()                                 # reclaims it
-    db._report_leaks(0.0)
+    db._housekeep()                              # reports the leak
     db.close()
     messages = all_text(caplog, [])
     assert 'Reclaimed' in messages and 'leak_timeout' in messages

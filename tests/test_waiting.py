@@ -73,7 +73,7 @@ def test_returned_connection_goes_idle_when_nobody_waits(backend):
     db = backend.make_db(max_connections=1, timeout=30)
     db.connect()
     db.close()
-    assert len(db._connections) == 1 and not db._waiters
+    assert len(db._connections) == 1 and not db._ledger.waiters
 
 
 def test_max_waiting_rejects_the_next_waiter_at_once(backend):
@@ -131,14 +131,14 @@ def test_a_waiter_interrupted_by_an_exception_leaves_nothing_behind(backend):
         except KeyboardInterrupt:
             interrupted.append(True)
 
-    original = pp.pool._Waiter.wait
+    original = pp.ledger.Waiter.wait
 
     def wait_then_interrupt(self, timeout):
         original(self, timeout)            # served (or timed out) ...
         raise KeyboardInterrupt            # ... and interrupted right after
 
     db.connect()
-    pp.pool._Waiter.wait = wait_then_interrupt
+    pp.ledger.Waiter.wait = wait_then_interrupt
     try:
         t = threading.Thread(target=waiter_interrupted, args=(0,))
         t.start()
@@ -146,7 +146,7 @@ def test_a_waiter_interrupted_by_an_exception_leaves_nothing_behind(backend):
         db.close()                          # handed to the waiter
         t.join(10)
     finally:
-        pp.pool._Waiter.wait = original
+        pp.ledger.Waiter.wait = original
     assert interrupted == [True]
     stats = db.pool_stats()
     assert (stats['in_use'], stats['idle'], stats['waiting']) == (0, 1, 0)
@@ -189,6 +189,7 @@ def test_lowering_max_connections_shrinks_the_pool_as_connections_return(
         t.join(10)
     waiter.join(10)
     assert outcome and outcome[0][0] == 'waiter'
+    wait_until(lambda: db._reserved == 0, what='the closes to finish')
     stats = db.pool_stats()
     # The holders' connections closed at check-in (or one went on to the
     # waiter): one connection is left, nothing reserved.
@@ -202,7 +203,7 @@ def test_raising_max_connections_serves_a_thread_that_read_the_old_limit(
     """A checkout that started before init() raised the limit, and reaches
     the pool's lock after it, takes a new slot instead of queueing."""
     db = backend.make_db(max_connections=1, timeout=5)
-    real_lock = db._pool_lock
+    real_lock = db._ledger.lock
     arrived, go = threading.Event(), threading.Event()
 
     class LateLock:
@@ -221,7 +222,7 @@ def test_raising_max_connections_serves_a_thread_that_read_the_old_limit(
 
     outcome = []
     with held_elsewhere(db):             # the only slot, held throughout
-        db._pool_lock = LateLock()
+        db._ledger.lock = LateLock()
         late = threading.Thread(target=lambda: outcome.append(
             db.connect() and db.close()), name='late')
         late.start()
@@ -229,5 +230,5 @@ def test_raising_max_connections_serves_a_thread_that_read_the_old_limit(
         reinit(db, max_connections=2, timeout=5)
         go.set()
         late.join(10)
-    db._pool_lock = real_lock
+    db._ledger.lock = real_lock
     assert outcome == [True]             # served, not MaxConnectionsExceeded

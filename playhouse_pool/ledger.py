@@ -1,0 +1,828 @@
+"""The pool's ledger: which connections are idle, which are checked out,
+which slots work under way holds, and who waits. One lock, no I/O, no peewee.
+
+Every change of a connection's place happens here, under ``lock``. What
+needs I/O (opening, closing, pinging, resetting a connection) leaves the
+ledger as a :class:`Job` for the caller to hand to the workers once the lock
+is released; the job's slot stays reserved until its result is published
+back here. So ``idle + in use + reserved`` never exceeds ``max_connections``
+(rule 7), and nothing slow ever runs under the lock (rule 1).
+
+Where a connection goes when it comes free (a check-in, a new connection, a
+keepalive ping that passed): ``_give_back``, the one place a connection is
+handed to a waiter: the first one, directly (rule 2).
+"""
+import heapq
+import itertools
+import math
+import random
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from ._options import PoolOptions
+from .errors import MaxConnectionsExceeded, PoolClosedError
+
+# Each connection's own age limit is stale_timeout less up to this fraction,
+# drawn at random: a cohort opened together does not expire together.
+AGE_JITTER = 0.05
+
+Owner = Optional[threading.Thread]
+
+
+class PoolConnection:
+    """One connection's life in the pool."""
+    __slots__ = ('conn', 'key', 'opened', 'lifetime', 'expires', 'returned',
+                 'checked_out', 'owner', 'probe', 'stack', 'leak_reported')
+
+    def __init__(self, conn: Any, probe: Any, stale: Optional[float],
+                 now: float) -> None:
+        self.conn = conn
+        self.key = id(conn)
+        self.opened = now         # heap order
+        # stale_timeout less this connection's own jitter (a fraction).
+        self.lifetime = 1.0 - random.uniform(0.0, AGE_JITTER)
+        self.expires = math.inf   # set by set_age_limit()
+        self.set_age_limit(stale)
+        self.returned = now       # last check-in or ping: keepalive, idle
+        self.checked_out = now
+        self.owner: Owner = None
+        self.probe = probe        # readability of its socket, or None
+        self.stack: Optional[List[str]] = None   # only with leak_timeout
+        self.leak_reported = False
+
+    def set_age_limit(self, stale: Optional[float]) -> None:
+        self.expires = (math.inf if stale is None
+                        else self.opened + stale * self.lifetime)
+
+
+class Job:
+    """I/O for a worker: open a connection, close one, close one and open
+    its replacement in the same slot, ping an idle one, or reset one that
+    a dead thread left behind. Its slot is reserved until it reports back.
+
+    ``deadline`` (OPEN jobs): None, one attempt; a time, retry until then;
+    inf, retry until it succeeds or the pool is closed.
+    """
+    OPEN, CLOSE, REPLACE, PING, RESET = 'open', 'close', 'replace', 'ping', \
+        'reset'
+    __slots__ = ('kind', 'record', 'deadline', 'epoch', 'attempts',
+                 'started')
+
+    def __init__(self, kind: str, record: Optional[PoolConnection],
+                 epoch: int, deadline: Optional[float] = math.inf) -> None:
+        self.kind = kind
+        self.record = record
+        self.epoch = epoch
+        self.deadline = deadline
+        self.attempts = 0
+        self.started = time.monotonic()
+
+
+class Waiter:
+    """A thread waiting for a connection. ``hand`` (a connection) or
+    ``fail`` is called on it exactly once, by whoever removed it from the
+    queue under the ledger's lock."""
+    __slots__ = ('_signal', 'record', 'error', 'owner', 'since', 'deadline')
+
+    def __init__(self, owner: Owner, since: float,
+                 deadline: Optional[float]) -> None:
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        self.record: Optional[PoolConnection] = None
+        self.error: Optional[BaseException] = None
+        self.owner = owner        # who holds what it is handed (None: shared)
+        self.since = since        # the checkout's start
+        self.deadline = deadline  # None: until served or failed
+
+    def wait(self, timeout: float) -> bool:
+        if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
+            return self._signal.acquire()
+        return self._signal.acquire(timeout=max(timeout, 0.0))
+
+    def hand(self, record: PoolConnection) -> None:
+        self.record = record
+        self._signal.release()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._signal.release()
+
+    def consume(self) -> None:
+        self._signal.acquire(False)
+
+
+Jobs = List[Job]
+
+
+class Ledger:
+    """The bookkeeping of one pool. Methods take ``lock`` themselves; those
+    named ``_...`` expect it held. Jobs returned are for the workers."""
+
+    def __init__(self, options: PoolOptions) -> None:
+        self.options = options
+        self.lock = threading.RLock()
+        self.drained = threading.Condition(self.lock)
+        self.idle: List[Tuple[float, int, PoolConnection]] = []   # a heap
+        self.in_use: Dict[int, PoolConnection] = {}
+        # Connections the pool closed while a thread held them (close_all,
+        # close_stale): that thread's close() must not put the dead
+        # connection back. key -> holder, so dead holders expire.
+        self.closed_keys: Dict[int, Owner] = {}
+        self.waiters: Deque[Waiter] = deque()
+        self.opening: List[Job] = []   # open jobs under way (slots held)
+        self.busy = 0         # connections out for a ping or a reset
+        self.closing = 0      # slots held by a close under way
+        self.replacing = 0    # of which a replacement opens next
+        self.draining = 0     # close_all(timeout) calls waiting
+        # init() lowered max_connections below what is open: check-ins
+        # close connections (and freed slots go unused) until it holds.
+        self.shrinking = False
+        # close_all() and fork bump it: work started before belongs to a
+        # pool that is gone, and its connection is closed when it lands.
+        self.epoch = 0
+        # The last connect error of a run of failures (None once a connect
+        # succeeds): a waiter that times out meanwhile says why.
+        self.failing: Optional[BaseException] = None
+        # recycle(): connections opened before this are replaced.
+        self.recycled_at = -math.inf
+        # Connections out of idle and in_use for a ping or a reset: kept
+        # referenced here so that a fork never frees (and closes) them.
+        self.out: Dict[int, PoolConnection] = {}
+        # The workers run (from the first checkout until close_all): the
+        # minimum is kept open only then.
+        self.started = False
+        self.warming = 0      # warm_up() calls waiting
+        self._seq = itertools.count()
+        self.n_created = self.n_closed = self.n_checkouts = 0
+        self.n_timeouts = self.n_reclaimed = self.n_recycled = 0
+        self.wait_total = 0.0
+
+    # -- Counting -----------------------------------------------------------
+
+    @property
+    def reserved(self) -> int:
+        return len(self.opening) + self.busy + self.closing
+
+    def open_count(self) -> int:
+        """Connections that exist or are being opened (not being closed)."""
+        return (len(self.idle) + len(self.in_use) + len(self.opening)
+                + self.busy)
+
+    def _over_limit(self, extra: int) -> int:
+        """By how much open connections and reserved slots, plus ``extra``,
+        exceed max_connections (0 or less: they don't)."""
+        limit = self.options.max_connections
+        if limit is None:
+            return 0
+        return self.open_count() + self.closing + extra - limit
+
+    def _has_free_slot(self) -> bool:
+        return self._over_limit(1) <= 0
+
+    def _still_shrinking(self, extra: int) -> bool:
+        # While shrinking: True if ``extra`` more connections would exceed
+        # the maximum (those being closed are on their way out); clears
+        # ``shrinking`` once it holds.
+        limit = self.options.max_connections
+        if limit is not None and self.open_count() + extra > limit:
+            return True
+        self.shrinking = False
+        return False
+
+    # -- Checkout -----------------------------------------------------------
+
+    def take_idle(self, owner: Owner, now: float
+                  ) -> Optional[PoolConnection]:
+        """The oldest idle connection, now checked out by ``owner``; None
+        if there is none. (The hot path: one lock, one heap pop.)"""
+        with self.lock:
+            if self.idle and not self.draining:
+                record = heapq.heappop(self.idle)[2]
+                self._take(record, owner, now)
+                return record
+            if self.draining:
+                raise PoolClosedError('The pool is shutting down '
+                                      '(close_all is draining it).')
+            return None
+
+    def _take(self, record: PoolConnection, owner: Owner,
+              now: float) -> None:
+        record.checked_out = now
+        record.owner = owner
+        record.leak_reported = False
+        self.in_use[record.key] = record
+        self.n_checkouts += 1
+
+    def enqueue(self, owner: Owner, since: float, deadline: Optional[float],
+                options: PoolOptions) -> Tuple[Optional[PoolConnection],
+                                               Optional[Waiter], Jobs]:
+        """No idle connection was found: queue a waiter, and start a
+        connect if the connections on their way do not cover the waiters.
+        Returns (a connection that turned idle meanwhile, or None; the
+        waiter, or None; jobs). Raises MaxConnectionsExceeded if nothing
+        can serve this thread in time."""
+        with self.lock:
+            if self.draining:
+                raise PoolClosedError('The pool is shutting down '
+                                      '(close_all is draining it).')
+            if self.idle:
+                record = heapq.heappop(self.idle)[2]
+                self._take(record, owner, since)
+                return record, None, []
+            jobs: Jobs = []
+            # What is already on its way: connects under way and
+            # connections out for a ping or reset. Beyond that, a connect
+            # of our own if a slot is free; else only a check-in can come.
+            if len(self.waiters) >= self._coming():
+                if self._has_free_slot() and not self.shrinking:
+                    jobs.append(self._open_job(deadline))
+                elif options.wait_seconds is None:
+                    self.n_timeouts += 1
+                    raise MaxConnectionsExceeded(
+                        'Exceeded maximum connections (max_connections=%s, '
+                        'all in use; set timeout to wait for one).'
+                        % options.max_connections)
+                elif (options.max_waiting is not None
+                      and len(self.waiters) >= options.max_waiting):
+                    self.n_timeouts += 1
+                    raise MaxConnectionsExceeded(
+                        'Exceeded maximum connections: max_waiting=%d '
+                        'threads are already waiting.' % options.max_waiting)
+            waiter = Waiter(owner, since, deadline)
+            self.waiters.append(waiter)
+            return None, waiter, jobs
+
+    def _coming(self) -> int:
+        """Connections on their way to the waiters: connects under way
+        (replacements included) and connections out for a ping or reset."""
+        return len(self.opening) + self.replacing + self.busy
+
+    def _open_job(self, deadline: Optional[float] = math.inf) -> Job:
+        job = Job(Job.OPEN, None, self.epoch, deadline)
+        self.opening.append(job)
+        return job
+
+    def timed_out(self, waiter: Waiter, now: float
+                  ) -> Tuple[bool, Optional[BaseException]]:
+        """The waiter's deadline passed. Returns (out of the queue? False:
+        it was served meanwhile; the connect error of the moment, if
+        connects are failing)."""
+        with self.lock:
+            if waiter not in self.waiters:
+                return False, None
+            self.waiters.remove(waiter)
+            self.n_timeouts += 1
+            self.wait_total += now - waiter.since
+            return True, self.failing
+
+    def abandon(self, waiter: Waiter) -> Optional[PoolConnection]:
+        """A waiter leaves on an exception. Returns what it was handed
+        meanwhile, for the caller to check back in, or None."""
+        with self.lock:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+                return None
+        # Served: hand/fail ran under the lock, so the result is set; the
+        # interrupted acquire may or may not have taken the signal.
+        waiter.consume()
+        return waiter.record
+
+    def _next_waiter(self, now: float) -> Waiter:
+        waiter = self.waiters.popleft()
+        self.wait_total += now - waiter.since
+        return waiter
+
+    def fail_waiters(self, message: str) -> None:
+        """Fail every waiter with PoolClosedError (each its own: one shared
+        would chain every waiter's traceback and frames to the others')."""
+        with self.lock:
+            now = time.monotonic()
+            while self.waiters:
+                self._next_waiter(now).fail(PoolClosedError(message))
+
+    # -- Check-in -----------------------------------------------------------
+
+    def checkin(self, key: int, reusable: bool, now: float) -> Jobs:
+        """A checked-out connection comes back: to the first waiter or the
+        idle heap; past its age, broken or over a lowered maximum, to a
+        worker that closes it (and opens a replacement)."""
+        with self.lock:
+            record = self.in_use.pop(key, None)
+            if record is None:
+                # Closed by the pool while held (close_all, close_stale).
+                self.closed_keys.pop(key, None)
+                return []
+            if reusable and not (self.shrinking
+                                 and self._still_shrinking(1)) and (
+                    now < record.expires or self._last_usable(record, now,
+                                                              0)):
+                record.returned = now
+                self._give_back(record, now)
+                return []
+            return [self._retire(record, now)]
+
+    def _give_back(self, record: PoolConnection, now: float) -> None:
+        """A usable connection goes to the first waiter, or idle if nobody
+        waits. The one place a connection is handed to a waiter."""
+        record.stack = None
+        if self.waiters:
+            waiter = self._next_waiter(now)
+            self._take(record, waiter.owner, now)
+            waiter.hand(record)
+        else:
+            heapq.heappush(self.idle, (record.opened, next(self._seq),
+                                       record))
+        self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        # Whenever in_use shrinks (close_all(timeout) may wait for it to
+        # empty) or a connection turns idle (warm_up() may wait for it).
+        if (self.draining and not self.in_use) or self.warming:
+            self.drained.notify_all()
+
+    # -- Retiring -----------------------------------------------------------
+
+    def _last_usable(self, record: PoolConnection, now: float,
+                     counted: int) -> bool:
+        """A connection past its own (jittered) age limit but not yet past
+        stale_timeout is kept while no other connection is open (besides
+        the ``counted`` ones, itself included): retiring it would leave the
+        pool nothing to serve with until a replacement connects, which is
+        what the jitter is there to avoid. (Not after recycle().)"""
+        stale = self.options.stale_timeout
+        if (stale is None or record.expires == -math.inf
+                or now - record.opened >= stale):
+            return False
+        return len(self.idle) + len(self.in_use) + self.busy <= counted
+
+    def keep_expired(self, record: PoolConnection, now: float) -> bool:
+        """At checkout: may this connection, past its own age limit, still
+        be used (it is the last one open)?"""
+        with self.lock:
+            return self._last_usable(record, now, 1)
+
+    def _retire(self, record: PoolConnection, now: float) -> Job:
+        # Not in idle or in_use any more: a worker closes it and, unless
+        # the pool is shrinking, opens its replacement in the same slot.
+        self.closing += 1
+        self._notify_drained()
+        if self.shrinking:
+            return Job(Job.CLOSE, record, self.epoch)
+        self.replacing += 1
+        return Job(Job.REPLACE, record, self.epoch)
+
+    def retire(self, record: PoolConnection, now: float) -> List[Job]:
+        """A checked-out connection was found dead or past its age at
+        checkout: replaced by a worker. Nothing if the pool took it back
+        meanwhile (close_all, close_stale)."""
+        with self.lock:
+            if self.in_use.pop(record.key, None) is None:
+                self.closed_keys.pop(record.key, None)
+                return []
+            return [self._retire(record, now)]
+
+    def check_later(self, record: PoolConnection) -> List[Job]:
+        """A checked-out connection whose socket has something to say: a
+        worker pings it and puts it back, or replaces it."""
+        with self.lock:
+            if self.in_use.pop(record.key, None) is None:
+                self.closed_keys.pop(record.key, None)
+                return []
+            return [self._send_out(record, Job.PING)]
+
+    def _send_out(self, record: PoolConnection, kind: str) -> Job:
+        # Out of idle and in_use for a ping or a reset, its slot held.
+        self.busy += 1
+        self.out[record.key] = record
+        self._notify_drained()
+        return Job(kind, record, self.epoch)
+
+    def recycle(self, now: float) -> Tuple[Jobs, int]:
+        """Every connection is to be replaced: idle ones now, checked-out
+        ones at check-in, connects under way when they land."""
+        with self.lock:
+            for record in self.in_use.values():
+                record.expires = -math.inf
+            idle = [entry[2] for entry in self.idle]
+            self.idle = []
+            count = len(idle) + len(self.in_use) + len(self.opening)
+            self.n_recycled += count
+            self.recycled_at = now
+            jobs = [self._retire(record, now) for record in idle]
+            return jobs, count
+
+    # -- Results of jobs ----------------------------------------------------
+
+    def opened(self, job: Job, record: PoolConnection, now: float) -> Jobs:
+        """A connect succeeded: the connection goes to the first waiter or
+        the heap; or, if the pool was closed meanwhile, to be closed."""
+        with self.lock:
+            self.opening.remove(job)
+            self.n_created += 1
+            self.failing = None
+            if job.epoch != self.epoch or (
+                    self.shrinking and self._still_shrinking(1)):
+                self.closing += 1
+                return [Job(Job.CLOSE, record, self.epoch)]
+            if job.started < self.recycled_at:
+                record.expires = -math.inf
+            self._give_back(record, now)
+            return []
+
+    def open_failed(self, job: Job, error: BaseException, retryable: bool,
+                    now: float, margin: float
+                    ) -> Tuple[bool, List[Waiter], List[Waiter]]:
+        """A connect attempt failed. Returns (retry?, waiters to fail with
+        ``error`` itself, waiters to fail because the pool could not
+        connect within their timeout); those waiters are out of the queue
+        already, and the caller fails them. A job that gives up frees its
+        slot.
+
+        Who hears of it: an error not worth a retry goes to the first
+        waiter at once; a retryable one to the first waiter that may not
+        wait (timeout=None: the first error surfaces at once); when the
+        job's own deadline comes, every waiter whose deadline is as near.
+        """
+        with self.lock:
+            self.failing = error
+            at_once: List[Waiter] = []
+            if job.epoch == self.epoch:
+                for waiter in self.waiters:
+                    if not retryable or waiter.deadline is None:
+                        at_once.append(self._remove_waiter(waiter, now))
+                        break
+            deadline = job.deadline
+            if (retryable and deadline is not None
+                    and now + margin < deadline and job.epoch == self.epoch):
+                return True, at_once, []
+            self.opening.remove(job)
+            timed_out: List[Waiter] = []
+            if retryable and job.epoch == self.epoch:
+                for waiter in list(self.waiters):
+                    if (waiter.deadline is not None
+                            and waiter.deadline <= now + margin):
+                        timed_out.append(self._remove_waiter(waiter, now))
+                        self.n_timeouts += 1
+            # No refill right after a failure (a connect that cannot work
+            # would be retried in a loop): the housekeeper's next round.
+            self._start_for_waiters()
+            return False, at_once, timed_out
+
+    def _remove_waiter(self, waiter: Waiter, now: float) -> Waiter:
+        self.waiters.remove(waiter)
+        self.wait_total += now - waiter.since
+        return waiter
+
+    def cancelled(self, job: Job) -> Jobs:
+        """An open job that will not run (its pool was closed)."""
+        with self.lock:
+            self.opening.remove(job)
+            return self._start_for_waiters()
+
+    def closed(self, job: Job, now: float) -> Jobs:
+        """A close finished. A REPLACE job goes on to open the replacement
+        in the same slot (returned as a job to run at once)."""
+        with self.lock:
+            self.closing -= 1
+            self.n_closed += 1
+            if job.kind == Job.REPLACE:
+                self.replacing -= 1
+            if (job.kind == Job.REPLACE and job.epoch == self.epoch
+                    and not (self.shrinking and self._still_shrinking(1))):
+                return [self._open_job()]
+            return self._slot_freed(now)
+
+    def pinged(self, job: Job, alive: bool, now: float) -> Jobs:
+        """A keepalive ping, or a reset of a reclaimed connection, ended."""
+        with self.lock:
+            record = job.record
+            assert record is not None
+            self.busy -= 1
+            del self.out[record.key]
+            if alive and job.epoch == self.epoch and not (
+                    self.shrinking and self._still_shrinking(1)):
+                record.returned = now
+                self._give_back(record, now)
+                return []
+            if job.epoch != self.epoch:
+                self.closing += 1
+                return [Job(Job.CLOSE, record, self.epoch)]
+            return [self._retire(record, now)]
+
+    def _slot_freed(self, now: float) -> Jobs:
+        """A slot came free: waiters that nothing on its way covers get a
+        connect of their own; then the minimum is refilled."""
+        if self.shrinking:
+            self._still_shrinking(0)
+        return self._start_for_waiters() + self._fill(now)
+
+    def _start_for_waiters(self) -> Jobs:
+        jobs: Jobs = []
+        while (len(self.waiters) > self._coming()
+               and self._has_free_slot() and not self.shrinking):
+            waiter = self.waiters[self._coming()]
+            jobs.append(self._open_job(waiter.deadline))
+        return jobs
+
+    def _fill(self, now: float) -> Jobs:
+        """Open connections up to min_connections (never above the max)."""
+        jobs: Jobs = []
+        minimum = self.options.min_connections
+        while (self.started and self.open_count() < minimum
+               and self._has_free_slot() and not self.shrinking
+               and not self.draining):
+            jobs.append(self._open_job())
+        return jobs
+
+    def fill(self, now: float) -> Jobs:
+        with self.lock:
+            return self._fill(now)
+
+    # -- Reclaiming what threads abandoned -----------------------------------
+
+    def reclaim(self, ended: Owner = None) -> Tuple[List[Tuple[int, str]],
+                                                     Jobs]:
+        """Take back connections held by a thread that ended without
+        close() (``ended``, from its guard; or any dead owner). A worker
+        rolls each back, then returns it. Returns (connection key, thread
+        name) pairs to log once the lock is released, and the jobs."""
+        def gone(thread: Owner) -> bool:
+            if ended is not None:
+                return thread is ended
+            return thread is not None and not thread.is_alive()
+
+        with self.lock:
+            dead = [r for r in self.in_use.values() if gone(r.owner)]
+            names = [(r.key, thread_name(r)) for r in dead]
+            jobs = []
+            for record in dead:
+                del self.in_use[record.key]
+                self.n_reclaimed += 1
+                jobs.append(self._send_out(record, Job.RESET))
+            for key, holder in list(self.closed_keys.items()):
+                if gone(holder):
+                    del self.closed_keys[key]
+            if dead:
+                self._notify_drained()
+            return names, jobs
+
+    # -- Taking connections away (close_*, housekeeping) --------------------
+
+    def start(self) -> Jobs:
+        """The workers run: keep the minimum open from now on."""
+        with self.lock:
+            self.started = True
+            return self._fill(time.monotonic())
+
+    def reconfigure(self, options: PoolOptions, discard_idle: bool) -> Jobs:
+        """init() changed the options: ages follow the new stale_timeout; a
+        lower max_connections closes idle connections over it now and
+        checked-out ones as they come back; a higher one serves waiters."""
+        with self.lock:
+            self.options = options
+            for record in ([e[2] for e in self.idle]
+                           + list(self.in_use.values())
+                           + list(self.out.values())):
+                if record.expires != -math.inf:
+                    record.set_age_limit(options.stale_timeout)
+            excess = self._take_idle_all() if discard_idle else []
+            limit = options.max_connections
+            over = 0 if limit is None else self.open_count() - limit
+            while over > 0 and self.idle:
+                excess.append(heapq.heappop(self.idle)[2])
+                self.closing += 1
+                over -= 1
+            self.shrinking = over > 0
+            jobs = [Job(Job.CLOSE, r, self.epoch) for r in excess]
+            return jobs + self._slot_freed(time.monotonic())
+
+    def detach(self, key: int) -> Optional[PoolConnection]:
+        """A checked-out connection its holder closes itself
+        (manual_close): its slot is held until ``closed_by_caller``."""
+        with self.lock:
+            record = self.in_use.pop(key, None)
+            if record is None:
+                self.closed_keys.pop(key, None)
+                return None
+            self.closing += 1
+            self._notify_drained()
+            return record
+
+    def reclaim_before_waiting(self) -> Tuple[List[Tuple[int, str]], Jobs]:
+        """Threads' guards reclaim at thread exit; this scan for dead owners
+        is the fallback, run by the first thread about to wait with the
+        pool full, not by each one queueing behind it: it costs an
+        is_alive() per checked-out connection."""
+        with self.lock:
+            if self.idle or self.waiters or self._has_free_slot():
+                return [], []
+            return self.reclaim()
+
+    def take_back_older(self, cutoff: float) -> List[PoolConnection]:
+        """Connections checked out before ``cutoff``, taken from their
+        holders (close_stale); their slots held for the caller's close."""
+        with self.lock:
+            stale = [r for r in self.in_use.values()
+                     if r.checked_out < cutoff]
+            self.take_back(stale)
+            return stale
+
+    def wait_for_minimum(self, wait: float) -> Optional[int]:
+        """Wait up to ``wait`` seconds for min_connections to be open.
+        None once they are; else how many are."""
+        with self.lock:
+            def ready() -> bool:
+                return (len(self.idle) + len(self.in_use)
+                        >= self.options.min_connections)
+            self.warming += 1
+            try:
+                done = self.drained.wait_for(
+                    ready, None if wait >= threading.TIMEOUT_MAX else wait)
+            finally:
+                self.warming -= 1
+            return None if done else len(self.idle) + len(self.in_use)
+
+    def shut_down(self, own_key: Optional[int], wait: float,
+                  records: List[PoolConnection]) -> None:
+        """close_all(): fail the waiters; with ``wait``, refuse checkouts
+        and wait that long for checked-out connections to come back; then
+        take every connection (into ``records``, as it goes: an interrupted
+        drain still closes what it took). Work under way is disowned."""
+        with self.lock:
+            # The caller's own connection is not waited for: it goes now.
+            own = self.in_use.pop(own_key, None) if own_key else None
+            if own is not None:
+                records.append(own)
+                self.closing += 1
+            self.epoch += 1
+            self.started = False
+            self.fail_waiters('The pool was closed (close_all) while '
+                              'waiting.')
+            if wait:
+                self.draining += 1
+                try:
+                    self.drained.wait_for(
+                        lambda: not self.in_use,
+                        wait if wait < threading.TIMEOUT_MAX else None)
+                finally:
+                    self.draining -= 1
+            records += self._take_idle_all()
+            held = list(self.in_use.values())
+            self.take_back(held)
+            records += held
+
+
+    def take_idle_all(self) -> List[PoolConnection]:
+        """Every idle connection, out of the heap, its slot held for the
+        caller's close (``closed_by_caller`` frees them)."""
+        with self.lock:
+            return self._take_idle_all()
+
+    def _take_idle_all(self) -> List[PoolConnection]:
+        records = [entry[2] for entry in self.idle]
+        self.idle = []
+        self.closing += len(records)
+        return records
+
+    def take_back(self, held: List[PoolConnection]) -> None:
+        """The pool closes these while threads hold them."""
+        for record in held:
+            del self.in_use[record.key]
+            self.closed_keys[record.key] = record.owner
+        self.closing += len(held)
+        self._notify_drained()
+
+    def closed_by_caller(self, count: int) -> Jobs:
+        """The caller closed ``count`` connections whose slots it held."""
+        with self.lock:
+            self.closing -= count
+            self.n_closed += count
+            return self._slot_freed(time.monotonic())
+
+    # -- Housekeeping (the housekeeper calls these, one round at a time) ----
+
+    def probe_idle(self) -> Jobs:
+        """Idle connections whose socket has something to say (the server
+        closed them, most likely): a worker pings each, then keeps or
+        replaces it."""
+        with self.lock:
+            readable = self._pull_idle(
+                lambda r: r.probe is not None and r.probe.readable())
+            return [self._send_out(r, Job.PING) for r in readable]
+
+    def retire_expired_idle(self, now: float) -> Jobs:
+        """Idle connections past their own age limit: replaced by workers,
+        oldest first, never the last one open before stale_timeout."""
+        with self.lock:
+            jobs: Jobs = []
+            expired = sorted((e[2] for e in self.idle if now >= e[2].expires),
+                             key=lambda r: r.expires)
+            for record in expired:
+                if self._last_usable(record, now, 1):
+                    break
+                self._pull_idle(lambda r, chosen=record: r is chosen)
+                jobs.append(self._retire(record, now))
+            return jobs
+
+    def evict_idle(self, now: float, idle_timeout: float) -> Jobs:
+        """Connections idle longer than ``idle_timeout``, longest idle
+        first, down to min_connections: closed by workers."""
+        with self.lock:
+            spare = self.open_count() - self.options.min_connections
+            cutoff = now - idle_timeout
+            expired = sorted((e[2] for e in self.idle
+                              if e[2].returned < cutoff),
+                             key=lambda r: r.returned)[:max(spare, 0)]
+            chosen = set(map(id, expired))
+            self._pull_idle(lambda r: id(r) in chosen)
+            self.closing += len(expired)
+            return [Job(Job.CLOSE, r, self.epoch) for r in expired]
+
+    def keepalive_due(self, now: float, ping_after: float) -> Jobs:
+        """Idle connections that sat idle for ``ping_after``: out of the
+        heap for a worker's ping, then back (or replaced)."""
+        with self.lock:
+            due = self._pull_idle(lambda r: now - r.returned >= ping_after)
+            return [self._send_out(r, Job.PING) for r in due]
+
+    def leaked(self, now: float, leak_timeout: float
+               ) -> List[PoolConnection]:
+        """Checked out longer than ``leak_timeout`` and not reported yet
+        (each checkout is reported once)."""
+        with self.lock:
+            cutoff = now - leak_timeout
+            leaked = [r for r in self.in_use.values()
+                      if r.checked_out < cutoff and not r.leak_reported]
+            for record in leaked:
+                record.leak_reported = True
+            return leaked
+
+    def next_due(self, options: PoolOptions) -> float:
+        """When the housekeeper has something to do next (monotonic time;
+        inf: nothing known yet)."""
+        with self.lock:
+            times = [math.inf]
+            idle = [e[2] for e in self.idle]
+            if options.ping_after:
+                times += [r.returned + options.ping_after for r in idle]
+            if options.stale_timeout is not None:
+                times += [r.expires for r in idle]
+            if options.idle_timeout is not None:
+                times += [r.returned + options.idle_timeout for r in idle]
+            if options.leak_timeout is not None:
+                times += [r.checked_out + options.leak_timeout
+                          for r in self.in_use.values()
+                          if not r.leak_reported]
+            return min(times)
+
+    def _pull_idle(self, predicate: Any) -> List[PoolConnection]:
+        """Idle connections for which ``predicate(record)`` holds, out of
+        the heap; the caller accounts for their slots."""
+        chosen = [e for e in self.idle if predicate(e[2])]
+        if chosen:
+            gone = set(map(id, chosen))
+            self.idle = [e for e in self.idle if id(e) not in gone]
+            heapq.heapify(self.idle)
+        return [e[2] for e in chosen]
+
+    def forget(self) -> List[PoolConnection]:
+        """Drop every connection without closing any (dispose()): the
+        ledger starts empty; connects under way still land in it."""
+        with self.lock:
+            records = ([e[2] for e in self.idle]
+                       + list(self.in_use.values()))
+            self.idle = []
+            self.in_use = {}
+            self.closed_keys = {}
+            self._notify_drained()
+            return records
+
+    def every_connection(self) -> List[PoolConnection]:
+        """Idle, checked out and out for a ping or reset (for a fork)."""
+        return ([e[2] for e in self.idle] + list(self.in_use.values())
+                + list(self.out.values()))
+
+    def stats(self) -> Dict[str, Any]:
+        with self.lock:
+            idle = len(self.idle)
+            in_use = len(self.in_use)
+            return {
+                'max_connections': self.options.max_connections or 0,
+                'open': idle + in_use,
+                'in_use': in_use,
+                'idle': idle,
+                'waiting': len(self.waiters),
+                'created': self.n_created,
+                'closed': self.n_closed,
+                'checkouts': self.n_checkouts,
+                'timeouts': self.n_timeouts,
+                'reclaimed': self.n_reclaimed,
+                'recycled': self.n_recycled,
+                'wait_seconds': self.wait_total,
+            }
+
+
+def thread_name(record: PoolConnection) -> str:
+    return record.owner.name if record.owner is not None else '?'
