@@ -41,6 +41,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
         time.sleep(0.005)
 
 
+def settled(db: Any) -> None:
+    """Wait until the pool's workers have finished what they were given
+    (connects, closes, pings under way), so the counts are final."""
+    wait_until(lambda: db._reserved == 0, what='the pool workers to finish')
+
+
 def age(record: Any, seconds: float) -> None:
     """Make a pooled connection ``seconds`` older, instead of sleeping."""
     record.opened -= seconds

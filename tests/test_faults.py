@@ -11,7 +11,7 @@ import pytest
 
 import playhouse_pool as pp
 from conftest import (DATABASE_ERRORS, Psycopg2Backend, held_elsewhere,
-                      run_threads, wait_until)
+                      run_threads, settled, wait_until)
 from test_housekeeping import open_idle
 
 
@@ -237,7 +237,8 @@ def test_close_all_with_timeout_returns_once_close_stale_took_the_rest(
         closer = threading.Thread(target=lambda: closed.append(
             db.close_all(timeout=60)))
         closer.start()
-        wait_until(lambda: db._ledger.draining, what='close_all to start draining')
+        wait_until(lambda: db._ledger.draining,
+                   what='close_all to start draining')
         assert db.close_stale(0) == 1    # nothing is checked out now
         closer.join(10)
     assert closed == [0]                 # returned without waiting 60 s
@@ -330,6 +331,7 @@ def test_close_all_from_another_thread_while_busy(backend):
     for t in threads:
         t.join(10)
     assert errors == []
+    settled(db)
     stats = db.pool_stats()
     assert stats['in_use'] == 0 and db._reserved == 0
     assert stats['open'] == stats['idle'] <= 3
@@ -381,6 +383,7 @@ def test_close_all_from_a_signal_handler_interrupting_pool_work(backend):
     assert closed, 'the handler did not run'
     assert len(interrupted) <= 1, interrupted
     assert unexpected == []
+    settled(db)
     stats = db.pool_stats()
     assert stats['in_use'] == 0 and db._reserved == 0
     assert stats['open'] == stats['idle'] == stats['created'] - stats['closed']

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from conftest import DATABASE_ERRORS, run_threads, wait_until
+from conftest import DATABASE_ERRORS, run_threads, settled, wait_until
 
 THREADS = 32
 OPERATIONS = int(os.environ.get('PLAYHOUSE_POOL_SOAK_OPERATIONS', '2000'))
@@ -136,6 +136,7 @@ def test_soak_pool_server_and_ledger_agree(server_backend):
 
     run_threads(THREADS, work, timeout=600)
 
+    settled(db)
     stats = db.pool_stats()
     assert stats['in_use'] == 0 and stats['waiting'] == 0
     assert db._reserved == 0

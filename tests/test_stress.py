@@ -5,7 +5,7 @@ import tracemalloc
 
 
 import playhouse_pool as pp
-from conftest import DATABASE_ERRORS, run_threads
+from conftest import DATABASE_ERRORS, run_threads, settled
 
 MAX = 4
 
@@ -88,6 +88,7 @@ def test_random_operations_never_share_or_exceed(backend):
                 over_max.append(stats)
 
     run_threads(12, work, timeout=120)
+    settled(db)
     stats = db.pool_stats()
     assert holders.violations == []
     assert over_max == []
