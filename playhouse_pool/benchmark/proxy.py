@@ -261,9 +261,11 @@ class LatencyProxy:
                 data = src.recv(_CHUNK)
                 if not data or not self._flowing(link):
                     break
-                dst.sendall(data)
+                # Counted before it is sent: by the time the far side
+                # has the bytes (or its answer to them), they are counted.
                 with self._cond:
                     self._sent[to_server] += len(data)
+                dst.sendall(data)
         except OSError:
             pass
         finally:
