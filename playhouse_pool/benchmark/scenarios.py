@@ -489,8 +489,8 @@ SCENARIOS = (
         (Check('all 16 served <= 250 ms', 'all_served_ms', 250.0, True),),
         networked=True),
     Scenario(
-        'S4', 'growth: 3 busy threads while 4 others hold a connection 0.4 '
-        's each (+100 ms per connect)',
+        'S4', 'growth: 3 busy threads, 4 others hold one %g s each (+100 '
+        'ms connects)' % S4_HOLD,
         run_s4,
         (Metric('worst_ms', 'worst ms', '%.2f'),
          Metric('p99_ms', 'p99 ms', '%.2f'),
@@ -510,8 +510,8 @@ SCENARIOS = (
         psycopg_note='psycopg_pool: min_size=%d, max_size=%d.'
                      % (S4_BUSY, S4_MAX)),
     Scenario(
-        'S5', 'ageing: 8 threads on 8 connections, stale_timeout=%g s, '
-        '%g s (+100 ms per connect)' % (S5_STALE, S5_SECONDS),
+        'S5', 'ageing: 8 threads, 8 connections, stale_timeout=%g, %g s '
+        '(+100 ms connects)' % (S5_STALE, S5_SECONDS),
         run_s5,
         (Metric('slow', '> %g ms' % (S5_SLOW * 1e3), '%d', compare=False),
          Metric('worst_ms', 'worst ms', '%.1f'),
@@ -525,8 +525,8 @@ SCENARIOS = (
         psycopg_note='psycopg_pool: min_size=max_size=%d, max_lifetime=%g.'
                      % (S5_THREADS, S5_STALE)),
     Scenario(
-        'S6', 'warm minimum: min_connections=%d, one checkout, %g s later %d '
-        'at once (+100 ms per connect)' % (S6_MIN, S6_LATER, S6_BURST),
+        'S6', 'warm minimum: min_connections=%d, burst of %d %g s later (+100 '
+        'ms connects)' % (S6_MIN, S6_BURST, S6_LATER),
         run_s6,
         (Metric('worst_ms', 'worst ms', '%.2f'),
          Metric('first_ms', 'first ms', '%.0f', compare=False)),
