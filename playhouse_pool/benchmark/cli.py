@@ -95,12 +95,18 @@ def _scenario_ids(values: List[str]) -> List[Scenario]:
     return [s for s in SCENARIOS if not wanted or s.id in wanted]
 
 
+def _description() -> str:
+    scenarios = '\n'.join('  %s  %s' % (s.id, s.title.format(duration=3))
+                          for s in SCENARIOS)
+    return ('Benchmark playhouse_pool against a lean reference pool (the '
+            'least a pool on\npeewee can cost), peewee\'s own pool and, for '
+            'Postgres URLs, psycopg_pool.\n\n' + scenarios)
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog='python -m playhouse_pool',
-        description='Benchmark playhouse_pool against the lean reference '
-                    '(the least a pool on peewee can cost), peewee\'s pool '
-                    'and, for Postgres URLs, psycopg_pool.',
+        description=_description(),
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--url', help='database URL, e.g. postgresql://'
                         'postgres@127.0.0.1:5432/test or mysql://root@'

@@ -364,9 +364,9 @@ def run_s7(ctx: Context, spec: PoolSpec) -> Figures:
                 before = proxy.bytes_to_server
                 handle, waited = _timed_checkout(adapter)
                 try:
-                    # Whatever the checkout sent is forwarded by now: a
-                    # round trip was answered, anything else was written
-                    # to a loopback socket that the proxy reads at once.
+                    # A round trip's bytes are counted before its answer
+                    # comes; the pause lets the proxy read anything the
+                    # checkout wrote without waiting for an answer.
                     time.sleep(S7_SETTLE)
                     sent.append(proxy.bytes_to_server - before)
                     waits.append(waited)
