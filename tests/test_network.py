@@ -8,7 +8,7 @@ import peewee
 import pytest
 
 from conftest import MYSQL_URL, POSTGRES_URL, run_threads, wait_until
-from playhouse_pool._proxy import LatencyProxy
+from playhouse_pool.benchmark.proxy import LatencyProxy
 
 
 @pytest.fixture

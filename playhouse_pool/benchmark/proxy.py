@@ -1,4 +1,5 @@
-"""A loopback TCP proxy that adds connect latency and simulates outages.
+"""A loopback TCP proxy that adds connect latency, simulates outages and
+counts the bytes it forwards.
 
 Used by the benchmark (``python -m playhouse_pool``) and the test suite:
 point a database at ``127.0.0.1:proxy.port`` and it reaches the real server,
@@ -10,6 +11,7 @@ except as told otherwise::
         proxy.cut_all()       # every proxied connection drops now
         proxy.hang(True)      # the network stops moving bytes
         proxy.refuse = True   # new clients are closed at once
+        proxy.bytes_to_server # bytes forwarded client -> server, so far
 
 Each client gets its own threads: one that waits ``connect_delay`` and
 connects upstream, then pumps one direction, and one more that pumps the
@@ -65,6 +67,8 @@ class LatencyProxy:
     connects take about one delay. ``refuse`` (settable) closes new clients
     at once; ``hang(True)`` stops all traffic and upstream connects until
     ``hang(False)``; ``cut_all()`` drops every proxied connection.
+    ``bytes_to_server`` and ``bytes_to_client`` count the bytes forwarded
+    each way, over all connections, since ``start()``.
     """
 
     def __init__(self, target_host: str, target_port: int,
@@ -82,6 +86,7 @@ class LatencyProxy:
         self._threads: Set[threading.Thread] = set()
         self._listener: Optional[socket.socket] = None
         self._wakeup: Optional[List[socket.socket]] = None
+        self._sent = {True: 0, False: 0}    # to the server? -> bytes
 
     # -- Control ------------------------------------------------------------
 
@@ -129,6 +134,18 @@ class LatencyProxy:
         """How many clients are connected to the proxy right now."""
         with self._cond:
             return len(self._links)
+
+    @property
+    def bytes_to_server(self) -> int:
+        """Bytes forwarded from clients to the server so far."""
+        with self._cond:
+            return self._sent[True]
+
+    @property
+    def bytes_to_client(self) -> int:
+        """Bytes forwarded from the server to clients so far."""
+        with self._cond:
+            return self._sent[False]
 
     def __enter__(self) -> LatencyProxy:
         return self.start()
@@ -238,11 +255,16 @@ class LatencyProxy:
 
     def _pump(self, link: _Link, src: socket.socket,
               dst: socket.socket) -> None:
+        to_server = src is link.client
         try:
             while True:
                 data = src.recv(_CHUNK)
                 if not data or not self._flowing(link):
                     break
+                # Counted before it is sent: by the time the far side
+                # has the bytes (or its answer to them), they are counted.
+                with self._cond:
+                    self._sent[to_server] += len(data)
                 dst.sendall(data)
         except OSError:
             pass

@@ -1,0 +1,233 @@
+"""What the benchmark prints: the progress line, the table, the JSON."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import peewee
+
+from .. import __version__
+from .._redact import redact
+from .pools import OURS, PSYCOPG, psycopg_pool
+from .scenarios import Check, Figures, Metric, Scenario
+from .target import Target
+
+
+@dataclass
+class Outcome:
+    """One scenario's results: figures per pool (medians over repeats), or
+    why it was skipped."""
+    scenario: Scenario
+    title: str
+    skipped: Optional[str] = None
+    results: Dict[str, Figures] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything the report says about the run besides the outcomes."""
+    target: Target
+    repeat: int
+    baseline: Optional[str] = None      # where the baseline copy came from
+
+
+class Progress:
+    """Progress on stderr: one line rewritten in place on a terminal, plain
+    lines otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def start(self, text: str) -> None:
+        if self.live:
+            self.update(text)
+        else:
+            self._line(text)
+
+    def update(self, text: str) -> None:
+        if self.live:
+            self.stream.write('\r\x1b[K' + text)
+            self.stream.flush()
+
+    def done(self, text: str) -> None:
+        self._line(('\r\x1b[K' if self.live else '') + text)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + '\n')
+        self.stream.flush()
+
+
+def summary(scenario: Scenario, figures: Figures) -> str:
+    """One pool's figures on one line (the progress display's)."""
+    if 'error' in figures:
+        return 'ERROR ' + figures['error']
+    return ', '.join('%s %s' % (m.label, m.fmt % figures[m.key])
+                     for m in scenario.metrics)
+
+
+# -- The table ----------------------------------------------------------------
+
+def render(run: Run, outcomes: List[Outcome]) -> str:
+    lines = ['playhouse_pool %s benchmark: %s (%s)' % (
+        __version__, redact(run.target.url), run.target.kind),
+        '%s; %s' % (_environment_line(), 'median of %d runs' % run.repeat
+                    if run.repeat > 1 else '1 run')]
+    if run.baseline:
+        lines.append('baseline: ' + run.baseline)
+    for outcome in outcomes:
+        lines.append('')
+        lines.extend(_render_outcome(run.target, outcome))
+    return '\n'.join(lines) + '\n'
+
+
+def _environment_line() -> str:
+    return ', '.join('%s %s' % (k, v) for k, v in _environment().items())
+
+
+def _environment() -> Dict[str, Any]:
+    env: Dict[str, Any] = {'python': platform.python_version(),
+                           'peewee': peewee.__version__,  # type: ignore[attr-defined]
+                           'cpus': os.cpu_count()}
+    if psycopg_pool is not None:
+        env['psycopg_pool'] = psycopg_pool.__version__
+    return env
+
+
+def _render_outcome(target: Target, outcome: Outcome) -> List[str]:
+    scenario = outcome.scenario
+    lines = ['%s  %s' % (scenario.id, outcome.title)]
+    if outcome.skipped:
+        return lines + ['    skipped: ' + outcome.skipped]
+    rows = [(name, figures, False)
+            for name, figures in outcome.results.items()]
+    rows += [('ours / %s' % name, ratios, True)
+             for name, ratios in ratios_of(outcome).items()]
+    name_width = max(len(name) for name, _, _ in rows)
+    widths = [max(len(m.label), 8) for m in scenario.metrics]
+    lines.append('    %-*s' % (name_width, 'pool') + ''.join(
+        '  %*s' % (w, m.label) for m, w in zip(scenario.metrics, widths)))
+    for name, figures, ratio in rows:
+        lines.append('    %-*s' % (name_width, name)
+                     + _cells(scenario.metrics, widths, figures, ratio))
+    lines.extend(_render_checks(target, outcome))
+    note = scenario.note
+    if PSYCOPG in outcome.results and scenario.psycopg_note:
+        note = (note + ' ' + scenario.psycopg_note).strip()
+    if note:
+        lines.append(textwrap.fill(note, 79, initial_indent='    note: ',
+                                   subsequent_indent=' ' * 10))
+    return lines
+
+
+def _cells(metrics: Sequence[Metric], widths: List[int], figures: Figures,
+           ratio: bool) -> str:
+    if 'error' in figures:
+        return '  ERROR ' + figures['error']
+    cells = []
+    for metric, width in zip(metrics, widths):
+        value = figures.get(metric.key)
+        text = '' if value is None else (
+            '%.2fx' % value if ratio else metric.fmt % value)
+        cells.append('  %*s' % (width, text))
+    return ''.join(cells).rstrip()
+
+
+def ratios_of(outcome: Outcome) -> Dict[str, Figures]:
+    """Ours / each other pool, per comparable metric."""
+    ours = outcome.results.get(OURS, {})
+    if 'error' in ours:
+        return {}
+    ratios: Dict[str, Figures] = {}
+    for name, theirs in outcome.results.items():
+        if name == OURS or 'error' in theirs:
+            continue
+        ratios[name] = {m.key: _ratio(ours[m.key], theirs[m.key])
+                        for m in outcome.scenario.metrics if m.compare}
+    return ratios
+
+
+def _ratio(ours: float, theirs: float) -> Optional[float]:
+    return ours / theirs if theirs and math.isfinite(theirs) else None
+
+
+CheckRow = Tuple[Check, Optional[float], float, Optional[bool]]
+
+
+def check_rows(target: Target, outcome: Outcome) -> List[CheckRow]:
+    """(check, value, limit, passed); passed is None off Postgres or
+    without a value (an error). Checks against a pool that did not run
+    (psycopg_pool not installed) are left out."""
+    rows: List[CheckRow] = []
+    if outcome.skipped:
+        return rows
+    for check in outcome.scenario.checks:
+        evaluated = check.evaluate(outcome.results)
+        if evaluated is None:
+            continue
+        value, limit = evaluated
+        verdict = (check.passed(value, limit) if value is not None
+                   and target.kind == 'postgres' else None)
+        rows.append((check, value, limit, verdict))
+    return rows
+
+
+def _render_checks(target: Target, outcome: Outcome) -> List[str]:
+    rows = check_rows(target, outcome)
+    width = max((len(check.text) for check, _, _, _ in rows), default=0)
+    lines = []
+    for check, value, limit, verdict in rows:
+        shown = 'n/a' if value is None else _short(value)
+        if check.floor is not None:
+            shown += ' (limit %s)' % _short(limit)
+        mark = ('PASS' if verdict else 'FAIL') if verdict is not None else (
+            '(postgres target)' if value is not None else '')
+        lines.append(('    target: %-*s  %8s  %s' % (width, check.text,
+                                                     shown, mark)).rstrip())
+    return lines
+
+
+def _short(value: float) -> str:
+    if isinstance(value, int):          # a count
+        return '%d' % value
+    return '%.0f' % value if abs(value) >= 100 else '%.2f' % value
+
+
+# -- JSON ---------------------------------------------------------------------
+
+def to_json(run: Run, outcomes: List[Outcome]) -> str:
+    scenarios = []
+    for outcome in outcomes:
+        scenarios.append({
+            'id': outcome.scenario.id,
+            'title': outcome.title,
+            'skipped': outcome.skipped,
+            'results': outcome.results,
+            'ratios': {'%s/%s' % (OURS, name): ratios
+                       for name, ratios in ratios_of(outcome).items()},
+            'targets': [{'target': check.text, 'value': value,
+                         'limit': limit, 'pass': verdict}
+                        for check, value, limit, verdict
+                        in check_rows(run.target, outcome)],
+        })
+    report = {'benchmark': 'playhouse_pool', 'version': __version__,
+              'url': redact(run.target.url), 'backend': run.target.kind,
+              'repeat': run.repeat, 'baseline': run.baseline,
+              'environment': _environment(), 'scenarios': scenarios}
+    return json.dumps(_finite(report), indent=2)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf or nan: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
