@@ -266,11 +266,18 @@ class Ledger:
 
     def timed_out(self, waiter: Waiter, now: float
                   ) -> Tuple[bool, Optional[BaseException]]:
-        """The waiter's deadline passed. Returns (out of the queue? False:
-        it was served meanwhile; the connect error of the moment, if
-        connects are failing)."""
+        """The waiter's deadline passed. Returns (give up?, the connect
+        error of the moment if connects are failing). It does not give up
+        if it was served meanwhile, or if a connect it counts on is still
+        under way and nothing failed: then it waits for that connect's
+        verdict (the connection, or its error), as a thread that connected
+        itself would have. ``timeout`` bounds waiting for a connection to
+        come free, not a connect that is in progress."""
         with self.lock:
             if waiter not in self.waiters:
+                return False, None
+            if (self.failing is None
+                    and self.waiters.index(waiter) < self._coming()):
                 return False, None
             self.waiters.remove(waiter)
             self.n_timeouts += 1
@@ -453,18 +460,21 @@ class Ledger:
                     if not retryable or waiter.deadline is None:
                         at_once.append(self._remove_waiter(waiter, now))
                         break
-            deadline = job.deadline
-            if (retryable and deadline is not None
-                    and now + margin < deadline and job.epoch == self.epoch):
-                return True, at_once, []
-            self.opening.remove(job)
             timed_out: List[Waiter] = []
             if retryable and job.epoch == self.epoch:
+                # Waiters whose time is up (some may have waited on past
+                # it for this connect: see timed_out) hear that the pool
+                # could not connect.
                 for waiter in list(self.waiters):
                     if (waiter.deadline is not None
                             and waiter.deadline <= now + margin):
                         timed_out.append(self._remove_waiter(waiter, now))
                         self.n_timeouts += 1
+            deadline = job.deadline
+            if (retryable and deadline is not None
+                    and now + margin < deadline and job.epoch == self.epoch):
+                return True, at_once, timed_out
+            self.opening.remove(job)
             # No refill right after a failure (a connect that cannot work
             # would be retried in a loop): the housekeeper's next round.
             self._start_for_waiters()

@@ -332,14 +332,14 @@ class PooledDatabase(_DatabaseBase):
                 self._release(record.conn, True)
             raise
         if not signalled:
-            removed, failing = self._ledger.timed_out(waiter,
+            gave_up, failing = self._ledger.timed_out(waiter,
                                                       time.monotonic())
-            if removed:
+            if gave_up:
                 if failing is not None:
                     raise self._could_not_connect(failing)
                 raise _timed_out(self._pool_options)
-            # A hand-off raced the deadline: the waiter was served, and its
-            # signal is released (under the lock, so by now).
+            # Served as the deadline came (its signal is released, under
+            # the lock, so by now), or waiting on for a connect under way.
             waiter.wait(math.inf)
         error = waiter.error
         if error is not None:

@@ -12,7 +12,7 @@ import pytest
 import playhouse_pool as pp
 from conftest import (MYSQL_URL, POSTGRES_URL, Psycopg2Backend, age,
                       run_threads, settled, wait_until)
-from playhouse_pool._proxy import LatencyProxy
+from playhouse_pool.benchmark.proxy import LatencyProxy
 from test_housekeeping import open_idle
 
 SECRET = 'pw-4f1d9c-secret'

@@ -30,42 +30,6 @@ def proxied(server_backend):
         proxy.stop()
 
 
-def test_a_slow_connect_blocks_no_other_checkout_or_checkin(proxied):
-    backend, proxy, make_db = proxied
-    db = make_db(max_connections=4)
-    db.connect()                       # held by this thread
-    proxy.hang(True)                   # from now on connects never finish
-    connecting_done = threading.Event()
-
-    def open_new(_):
-        db.connect()                   # no idle connection: opens a new one
-        connecting_done.set()
-        db.close()
-
-    opener = threading.Thread(target=open_new, args=(0,))
-    opener.start()
-    wait_until(lambda: db._reserved == 1, what='the connect to start')
-
-    db.close()                         # check-in while the connect hangs
-    taken = []
-
-    def take_idle(_):
-        db.connect()
-        taken.append(db.connection())
-        db.close()
-
-    taker = threading.Thread(target=take_idle, args=(0,))
-    taker.start()
-    taker.join(30)
-    assert len(taken) == 1             # got the idle connection ...
-    assert not connecting_done.is_set()   # ... while the connect still hangs
-    proxy.hang(False)
-    opener.join(30)
-    assert connecting_done.is_set()
-    stats = db.pool_stats()
-    assert (stats['open'], stats['in_use'], db._reserved) == (2, 0, 0)
-
-
 def test_failed_connects_are_retried_and_counts_stay_exact(proxied, caplog):
     backend, proxy, make_db = proxied
     caplog.set_level(logging.WARNING, logger='playhouse_pool')

@@ -8,7 +8,7 @@ import pytest
 
 import playhouse_pool as pp
 from conftest import (MySQLBackend, Psycopg2Backend, Psycopg3Backend,
-                      run_threads)
+                      run_threads, settled, wait_until)
 
 SECRET = 'hunter2-s3cret'
 # Long enough that a refused connect is always retried (and the retry
@@ -70,7 +70,8 @@ def test_password_absent_from_leak_and_reclaim_warnings(server_backend,
                          max_connections=1)
     run_threads(1, lambda _: db.connect())       # dies holding it
     db.connect()                                 # reclaims it
-    db._housekeep()                              # reports the leak
+    wait_until(lambda: 'leak_timeout' in all_text(caplog, []),
+               what='the leak warning')
     db.close()
     messages = all_text(caplog, [])
     assert 'Reclaimed' in messages and 'leak_timeout' in messages
@@ -180,8 +181,10 @@ def test_reset_session_on_sqlite_gives_a_fresh_connection(tmp_path):
         assert db.connection() is not first
         assert db.execute_sql(
             "SELECT count(*) FROM sqlite_temp_master").fetchone()[0] == 0
+    # Each check-in's connection is closed and replaced, by a worker.
+    settled(db)
     stats = db.pool_stats()
-    assert (stats['open'], stats['closed']) == (0, 2)
+    assert (stats['open'], stats['closed'], stats['created']) == (1, 2, 3)
 
 
 def test_reset_session_runs_outside_the_pool_lock(server_backend):
