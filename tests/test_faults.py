@@ -59,8 +59,10 @@ def test_query_in_flight_fails_and_its_connection_is_discarded(server_backend):
     server_backend.kill(outcome[0])
     t.join(30)
     assert isinstance(outcome[1], DATABASE_ERRORS)
+    settled(db)                        # a worker closed it, opened another
     stats = db.pool_stats()
-    assert (stats['open'], stats['closed']) == (0, 1)
+    assert (stats['open'], stats['closed'], stats['created']) == (1, 1, 2)
+    assert outcome[0] not in server_backend.server_ids()
     db.connect()
     assert db.execute_sql('SELECT 1').fetchone()[0] == 1
     db.close()
