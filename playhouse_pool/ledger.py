@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from ._options import PoolOptions
 from .errors import MaxConnectionsExceeded, PoolClosedError
@@ -84,7 +84,8 @@ class Waiter:
     """A thread waiting for a connection. ``hand`` (a connection) or
     ``fail`` is called on it exactly once, by whoever removed it from the
     queue under the ledger's lock."""
-    __slots__ = ('_signal', 'record', 'error', 'owner', 'since', 'deadline')
+    __slots__ = ('_signal', 'record', 'error', 'owner', 'since', 'deadline',
+                 'jobs', 'reclaimed')
 
     def __init__(self, owner: Owner, since: float,
                  deadline: Optional[float]) -> None:
@@ -95,6 +96,10 @@ class Waiter:
         self.owner = owner        # who holds what it is handed (None: shared)
         self.since = since        # the checkout's start
         self.deadline = deadline  # None: until served or failed
+        # Set by the ledger when it queues the waiter, for the caller: a
+        # connect to start, dead threads' connections to log.
+        self.jobs: List['Job'] = []
+        self.reclaimed: List[Tuple[int, str]] = []
 
     def wait(self, timeout: float) -> bool:
         if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
@@ -193,19 +198,21 @@ class Ledger:
 
     # -- Checkout -----------------------------------------------------------
 
-    def take_idle(self, owner: Owner, now: float
-                  ) -> Optional[PoolConnection]:
-        """The oldest idle connection, now checked out by ``owner``; None
-        if there is none. (The hot path: one lock, one heap pop.)"""
+    def checkout(self, owner: Owner, now: float,
+                 since: float) -> Union[PoolConnection, 'Waiter']:
+        """The oldest idle connection, now checked out by ``owner``; with
+        none, a queued Waiter, whose ``jobs`` (a connect for it, if nothing
+        on its way covers it) and ``reclaimed`` the caller submits and logs
+        once the lock is released. ``since``: when the checkout started
+        (its deadline counts from then). The hot path: one lock, one heap
+        pop. Raises MaxConnectionsExceeded if nothing can serve this thread
+        in time, PoolClosedError while close_all() drains the pool."""
         with self.lock:
             if self.idle and not self.draining:
                 record = heapq.heappop(self.idle)[2]
                 self._take(record, owner, now)
                 return record
-            if self.draining:
-                raise PoolClosedError('The pool is shutting down '
-                                      '(close_all is draining it).')
-            return None
+            return self._enqueue(owner, since)
 
     def _take(self, record: PoolConnection, owner: Owner,
               now: float) -> None:
@@ -215,44 +222,44 @@ class Ledger:
         self.in_use[record.key] = record
         self.n_checkouts += 1
 
-    def enqueue(self, owner: Owner, since: float, deadline: Optional[float],
-                options: PoolOptions) -> Tuple[Optional[PoolConnection],
-                                               Optional[Waiter], Jobs]:
-        """No idle connection was found: queue a waiter, and start a
-        connect if the connections on their way do not cover the waiters.
-        Returns (a connection that turned idle meanwhile, or None; the
-        waiter, or None; jobs). Raises MaxConnectionsExceeded if nothing
-        can serve this thread in time."""
-        with self.lock:
-            if self.draining:
-                raise PoolClosedError('The pool is shutting down '
-                                      '(close_all is draining it).')
-            if self.idle:
-                record = heapq.heappop(self.idle)[2]
-                self._take(record, owner, since)
-                return record, None, []
-            jobs: Jobs = []
-            # What is already on its way: connects under way and
-            # connections out for a ping or reset. Beyond that, a connect
-            # of our own if a slot is free; else only a check-in can come.
-            if len(self.waiters) >= self._coming():
-                if self._has_free_slot() and not self.shrinking:
-                    jobs.append(self._open_job(deadline))
-                elif options.wait_seconds is None:
-                    self.n_timeouts += 1
-                    raise MaxConnectionsExceeded(
-                        'Exceeded maximum connections (max_connections=%s, '
-                        'all in use; set timeout to wait for one).'
-                        % options.max_connections)
-                elif (options.max_waiting is not None
-                      and len(self.waiters) >= options.max_waiting):
-                    self.n_timeouts += 1
-                    raise MaxConnectionsExceeded(
-                        'Exceeded maximum connections: max_waiting=%d '
-                        'threads are already waiting.' % options.max_waiting)
-            waiter = Waiter(owner, since, deadline)
-            self.waiters.append(waiter)
-            return None, waiter, jobs
+    def _enqueue(self, owner: Owner, since: float) -> 'Waiter':
+        if self.draining:
+            raise PoolClosedError('The pool is shutting down '
+                                  '(close_all is draining it).')
+        options = self.options
+        reclaimed: List[Tuple[int, str]] = []
+        jobs: Jobs = []
+        if not self.waiters and not self._has_free_slot():
+            # Threads' guards reclaim at thread exit; this scan for dead
+            # owners is the fallback, run by the first thread about to wait
+            # with the pool full, not by each one queueing behind it: it
+            # costs an is_alive() per checked-out connection.
+            reclaimed, jobs = self.reclaim()
+        # What is already on its way covers the waiters in order; beyond
+        # that, a connect of their own if a slot is free; else only a
+        # check-in can serve this one.
+        if len(self.waiters) >= self._coming():
+            if self._has_free_slot() and not self.shrinking:
+                wait = options.wait_seconds
+                jobs.append(self._open_job(
+                    None if wait is None else since + wait))
+            elif options.wait_seconds is None:
+                self.n_timeouts += 1
+                raise MaxConnectionsExceeded(
+                    'Exceeded maximum connections (max_connections=%s, '
+                    'all in use; set timeout to wait for one).'
+                    % options.max_connections)
+            elif (options.max_waiting is not None
+                  and len(self.waiters) >= options.max_waiting):
+                self.n_timeouts += 1
+                raise MaxConnectionsExceeded(
+                    'Exceeded maximum connections: max_waiting=%d '
+                    'threads are already waiting.' % options.max_waiting)
+        wait = options.wait_seconds
+        waiter = Waiter(owner, since, None if wait is None else since + wait)
+        waiter.jobs, waiter.reclaimed = jobs, reclaimed
+        self.waiters.append(waiter)
+        return waiter
 
     def _coming(self) -> int:
         """Connections on their way to the waiters: connects under way
@@ -619,16 +626,6 @@ class Ledger:
             self.closing += 1
             self._notify_drained()
             return record
-
-    def reclaim_before_waiting(self) -> Tuple[List[Tuple[int, str]], Jobs]:
-        """Threads' guards reclaim at thread exit; this scan for dead owners
-        is the fallback, run by the first thread about to wait with the
-        pool full, not by each one queueing behind it: it costs an
-        is_alive() per checked-out connection."""
-        with self.lock:
-            if self.idle or self.waiters or self._has_free_slot():
-                return [], []
-            return self.reclaim()
 
     def take_back_older(self, cutoff: float) -> List[PoolConnection]:
         """Connections checked out before ``cutoff``, taken from their

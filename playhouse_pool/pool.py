@@ -257,36 +257,33 @@ class PooledDatabase(_DatabaseBase):
     def _checkout(self) -> Any:
         owner = guards.owner(self) if self.thread_safe else None
         now = time.monotonic()
-        record = self._ledger.take_idle(owner, now)
-        if record is None or not self._usable(record, now):
-            record = self._checkout_slowly(owner, now)
+        got = self._ledger.checkout(owner, now, now)
+        if type(got) is not PoolConnection:
+            got = self._checkout_slowly(owner, now, got)
+        elif not self._usable(got, now):       # handed to a worker
+            got = self._checkout_slowly(owner, now, None)
         if self._pool_options.leak_timeout is not None:
-            record.stack = _caller_stack()
-        return record.conn
+            got.stack = _caller_stack()
+        return got.conn
 
     def _checkout_slowly(self, owner: Optional[threading.Thread],
-                         start: float) -> PoolConnection:
+                         start: float, got: Any) -> PoolConnection:
         """No usable idle connection at once: start the workers if they are
         not running, then wait for whichever comes first, a connection
-        checked in or a new one (a connect is started if none is on its
-        way), checking each as it comes."""
+        checked in or a new one (the ledger started a connect if none was
+        on its way), checking each as it comes."""
         self._start()
-        ledger = self._ledger
-        options = self._pool_options
-        wait = options.wait_seconds
-        deadline = None if wait is None else start + wait
         while True:
-            reclaimed, jobs = ledger.reclaim_before_waiting()
-            log_reclaimed(reclaimed)
-            self._submit(jobs)
-            record, waiter, jobs = ledger.enqueue(owner, start, deadline,
-                                                  options)
-            self._submit(jobs)
-            if waiter is not None:
-                record = self._wait(waiter, deadline)
-            assert record is not None
-            if self._usable(record, time.monotonic()):
-                return record
+            if type(got) is Waiter:
+                log_reclaimed(got.reclaimed)
+                self._submit(got.jobs)
+                got = self._wait(got)
+            elif got is None:
+                got = self._ledger.checkout(owner, time.monotonic(), start)
+                continue
+            if self._usable(got, time.monotonic()):
+                return got
+            got = None
 
     def _usable(self, record: PoolConnection, now: float) -> bool:
         """May this connection, just checked out, be handed to the user?
@@ -320,9 +317,9 @@ class PooledDatabase(_DatabaseBase):
         self._submit(self._ledger.retire(record, now))
         return False
 
-    def _wait(self, waiter: Waiter,
-              deadline: Optional[float]) -> Optional[PoolConnection]:
+    def _wait(self, waiter: Waiter) -> Optional[PoolConnection]:
         """Sleep until handed a connection or failed."""
+        deadline = waiter.deadline
         timeout = math.inf if deadline is None else deadline - time.monotonic()
         try:
             signalled = waiter.wait(timeout)
