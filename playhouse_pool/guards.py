@@ -38,7 +38,7 @@ class ThreadGuard:
         if pool is None:
             return
         ledger = pool._ledger
-        if ledger.lock._is_owned():     # type: ignore[attr-defined]
+        if ledger.lock._is_owned():
             # The garbage collector freed this guard (it was in a reference
             # cycle) inside one of this thread's own pool operations: the
             # bookkeeping is mid-update. Its thread is gone, so the scan for

@@ -3,10 +3,12 @@ which slots work under way holds, and who waits. One lock, no I/O, no peewee.
 
 Every change of a connection's place happens here, under ``lock``. What
 needs I/O (opening, closing, pinging, resetting a connection) leaves the
-ledger as a :class:`Job` for the caller to hand to the workers once the lock
-is released; the job's slot stays reserved until its result is published
-back here. So ``idle + in use + reserved`` never exceeds ``max_connections``
-(rule 7), and nothing slow ever runs under the lock (rule 1).
+ledger as a :class:`~playhouse_pool.records.Job` for the caller to hand to
+the workers once the lock is released; the job's slot stays reserved until
+its result is published back here. So ``idle + in use + reserved`` never
+exceeds ``max_connections`` (rule 7), and nothing slow ever runs under the
+lock (rule 1). Operations over many connections at once (close_all, the
+housekeeper's rounds) are in ``sweeps.py``.
 
 Where a connection goes when it comes free (a check-in, a new connection, a
 keepalive ping that passed): ``_give_back``, the one place a connection is
@@ -15,7 +17,6 @@ handed to a waiter: the first one, directly (rule 2).
 import heapq
 import itertools
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -23,105 +24,11 @@ from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from ._options import PoolOptions
 from .errors import MaxConnectionsExceeded, PoolClosedError
-
-# Each connection's own age limit is stale_timeout less up to this fraction,
-# drawn at random: a cohort opened together does not expire together.
-AGE_JITTER = 0.05
-
-Owner = Optional[threading.Thread]
+from .records import Job, Jobs, Owner, PoolConnection, Waiter, thread_name
+from .sweeps import Sweeps
 
 
-class PoolConnection:
-    """One connection's life in the pool."""
-    __slots__ = ('conn', 'key', 'opened', 'lifetime', 'expires', 'returned',
-                 'checked_out', 'owner', 'probe', 'stack', 'leak_reported')
-
-    def __init__(self, conn: Any, probe: Any, stale: Optional[float],
-                 now: float) -> None:
-        self.conn = conn
-        self.key = id(conn)
-        self.opened = now         # heap order
-        # stale_timeout less this connection's own jitter (a fraction).
-        self.lifetime = 1.0 - random.uniform(0.0, AGE_JITTER)
-        self.expires = math.inf   # set by set_age_limit()
-        self.set_age_limit(stale)
-        self.returned = now       # last check-in or ping: keepalive, idle
-        self.checked_out = now
-        self.owner: Owner = None
-        self.probe = probe        # readability of its socket, or None
-        self.stack: Optional[List[str]] = None   # only with leak_timeout
-        self.leak_reported = False
-
-    def set_age_limit(self, stale: Optional[float]) -> None:
-        self.expires = (math.inf if stale is None
-                        else self.opened + stale * self.lifetime)
-
-
-class Job:
-    """I/O for a worker: open a connection, close one, close one and open
-    its replacement in the same slot, ping an idle one, or reset one that
-    a dead thread left behind. Its slot is reserved until it reports back.
-
-    ``deadline`` (OPEN jobs): None, one attempt; a time, retry until then;
-    inf, retry until it succeeds or the pool is closed.
-    """
-    OPEN, CLOSE, REPLACE, PING, RESET = 'open', 'close', 'replace', 'ping', \
-        'reset'
-    __slots__ = ('kind', 'record', 'deadline', 'epoch', 'attempts',
-                 'started')
-
-    def __init__(self, kind: str, record: Optional[PoolConnection],
-                 epoch: int, deadline: Optional[float] = math.inf) -> None:
-        self.kind = kind
-        self.record = record
-        self.epoch = epoch
-        self.deadline = deadline
-        self.attempts = 0
-        self.started = time.monotonic()
-
-
-class Waiter:
-    """A thread waiting for a connection. ``hand`` (a connection) or
-    ``fail`` is called on it exactly once, by whoever removed it from the
-    queue under the ledger's lock."""
-    __slots__ = ('_signal', 'record', 'error', 'owner', 'since', 'deadline',
-                 'jobs', 'reclaimed')
-
-    def __init__(self, owner: Owner, since: float,
-                 deadline: Optional[float]) -> None:
-        self._signal = threading.Lock()
-        self._signal.acquire()
-        self.record: Optional[PoolConnection] = None
-        self.error: Optional[BaseException] = None
-        self.owner = owner        # who holds what it is handed (None: shared)
-        self.since = since        # the checkout's start
-        self.deadline = deadline  # None: until served or failed
-        # Set by the ledger when it queues the waiter, for the caller: a
-        # connect to start, dead threads' connections to log.
-        self.jobs: List['Job'] = []
-        self.reclaimed: List[Tuple[int, str]] = []
-
-    def wait(self, timeout: float) -> bool:
-        if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS
-            return self._signal.acquire()
-        return self._signal.acquire(timeout=max(timeout, 0.0))
-
-    def hand(self, record: PoolConnection) -> None:
-        self.record = record
-        self._signal.release()
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self._signal.release()
-
-    def consume(self) -> None:
-        self._signal.acquire(False)
-
-
-Jobs = List[Job]
-
-
-class Ledger:
+class Ledger(Sweeps):
     """The bookkeeping of one pool. Methods take ``lock`` themselves; those
     named ``_...`` expect it held. Jobs returned are for the workers."""
 
@@ -585,232 +492,6 @@ class Ledger:
                 self._notify_drained()
             return names, jobs
 
-    # -- Taking connections away (close_*, housekeeping) --------------------
-
-    def start(self) -> Jobs:
-        """The workers run: keep the minimum open from now on."""
-        with self.lock:
-            self.started = True
-            return self._fill(time.monotonic())
-
-    def reconfigure(self, options: PoolOptions, discard_idle: bool) -> Jobs:
-        """init() changed the options: ages follow the new stale_timeout; a
-        lower max_connections closes idle connections over it now and
-        checked-out ones as they come back; a higher one serves waiters."""
-        with self.lock:
-            self.options = options
-            for record in ([e[2] for e in self.idle]
-                           + list(self.in_use.values())
-                           + list(self.out.values())):
-                if record.expires != -math.inf:
-                    record.set_age_limit(options.stale_timeout)
-            excess = self._take_idle_all() if discard_idle else []
-            limit = options.max_connections
-            over = 0 if limit is None else self.open_count() - limit
-            while over > 0 and self.idle:
-                excess.append(heapq.heappop(self.idle)[2])
-                self.closing += 1
-                over -= 1
-            self.shrinking = over > 0
-            jobs = [Job(Job.CLOSE, r, self.epoch) for r in excess]
-            return jobs + self._slot_freed(time.monotonic())
-
-    def detach(self, key: int) -> Optional[PoolConnection]:
-        """A checked-out connection its holder closes itself
-        (manual_close): its slot is held until ``closed_by_caller``."""
-        with self.lock:
-            record = self.in_use.pop(key, None)
-            if record is None:
-                self.closed_keys.pop(key, None)
-                return None
-            self.closing += 1
-            self._notify_drained()
-            return record
-
-    def take_back_older(self, cutoff: float) -> List[PoolConnection]:
-        """Connections checked out before ``cutoff``, taken from their
-        holders (close_stale); their slots held for the caller's close."""
-        with self.lock:
-            stale = [r for r in self.in_use.values()
-                     if r.checked_out < cutoff]
-            self.take_back(stale)
-            return stale
-
-    def wait_for_minimum(self, wait: float) -> Optional[int]:
-        """Wait up to ``wait`` seconds for min_connections to be open.
-        None once they are; else how many are."""
-        with self.lock:
-            def ready() -> bool:
-                return (len(self.idle) + len(self.in_use)
-                        >= self.options.min_connections)
-            self.warming += 1
-            try:
-                done = self.drained.wait_for(
-                    ready, None if wait >= threading.TIMEOUT_MAX else wait)
-            finally:
-                self.warming -= 1
-            return None if done else len(self.idle) + len(self.in_use)
-
-    def shut_down(self, own_key: Optional[int], wait: float,
-                  records: List[PoolConnection]) -> None:
-        """close_all(): fail the waiters; with ``wait``, refuse checkouts
-        and wait that long for checked-out connections to come back; then
-        take every connection (into ``records``, as it goes: an interrupted
-        drain still closes what it took). Work under way is disowned."""
-        with self.lock:
-            # The caller's own connection is not waited for: it goes now.
-            own = self.in_use.pop(own_key, None) if own_key else None
-            if own is not None:
-                records.append(own)
-                self.closing += 1
-            self.epoch += 1
-            self.started = False
-            self.fail_waiters('The pool was closed (close_all) while '
-                              'waiting.')
-            if wait:
-                self.draining += 1
-                try:
-                    self.drained.wait_for(
-                        lambda: not self.in_use,
-                        wait if wait < threading.TIMEOUT_MAX else None)
-                finally:
-                    self.draining -= 1
-            records += self._take_idle_all()
-            held = list(self.in_use.values())
-            self.take_back(held)
-            records += held
-
-
-    def take_idle_all(self) -> List[PoolConnection]:
-        """Every idle connection, out of the heap, its slot held for the
-        caller's close (``closed_by_caller`` frees them)."""
-        with self.lock:
-            return self._take_idle_all()
-
-    def _take_idle_all(self) -> List[PoolConnection]:
-        records = [entry[2] for entry in self.idle]
-        self.idle = []
-        self.closing += len(records)
-        return records
-
-    def take_back(self, held: List[PoolConnection]) -> None:
-        """The pool closes these while threads hold them."""
-        for record in held:
-            del self.in_use[record.key]
-            self.closed_keys[record.key] = record.owner
-        self.closing += len(held)
-        self._notify_drained()
-
-    def closed_by_caller(self, count: int) -> Jobs:
-        """The caller closed ``count`` connections whose slots it held."""
-        with self.lock:
-            self.closing -= count
-            self.n_closed += count
-            return self._slot_freed(time.monotonic())
-
-    # -- Housekeeping (the housekeeper calls these, one round at a time) ----
-
-    def probe_idle(self) -> Jobs:
-        """Idle connections whose socket has something to say (the server
-        closed them, most likely): a worker pings each, then keeps or
-        replaces it."""
-        with self.lock:
-            readable = self._pull_idle(
-                lambda r: r.probe is not None and r.probe.readable())
-            return [self._send_out(r, Job.PING) for r in readable]
-
-    def retire_expired_idle(self, now: float) -> Jobs:
-        """Idle connections past their own age limit: replaced by workers,
-        oldest first, never the last one open before stale_timeout."""
-        with self.lock:
-            jobs: Jobs = []
-            expired = sorted((e[2] for e in self.idle if now >= e[2].expires),
-                             key=lambda r: r.expires)
-            for record in expired:
-                if self._last_usable(record, now, 1):
-                    break
-                self._pull_idle(lambda r, chosen=record: r is chosen)
-                jobs.append(self._retire(record, now))
-            return jobs
-
-    def evict_idle(self, now: float, idle_timeout: float) -> Jobs:
-        """Connections idle longer than ``idle_timeout``, longest idle
-        first, down to min_connections: closed by workers."""
-        with self.lock:
-            spare = self.open_count() - self.options.min_connections
-            cutoff = now - idle_timeout
-            expired = sorted((e[2] for e in self.idle
-                              if e[2].returned < cutoff),
-                             key=lambda r: r.returned)[:max(spare, 0)]
-            chosen = set(map(id, expired))
-            self._pull_idle(lambda r: id(r) in chosen)
-            self.closing += len(expired)
-            return [Job(Job.CLOSE, r, self.epoch) for r in expired]
-
-    def keepalive_due(self, now: float, ping_after: float) -> Jobs:
-        """Idle connections that sat idle for ``ping_after``: out of the
-        heap for a worker's ping, then back (or replaced)."""
-        with self.lock:
-            due = self._pull_idle(lambda r: now - r.returned >= ping_after)
-            return [self._send_out(r, Job.PING) for r in due]
-
-    def leaked(self, now: float, leak_timeout: float
-               ) -> List[PoolConnection]:
-        """Checked out longer than ``leak_timeout`` and not reported yet
-        (each checkout is reported once)."""
-        with self.lock:
-            cutoff = now - leak_timeout
-            leaked = [r for r in self.in_use.values()
-                      if r.checked_out < cutoff and not r.leak_reported]
-            for record in leaked:
-                record.leak_reported = True
-            return leaked
-
-    def next_due(self, options: PoolOptions) -> float:
-        """When the housekeeper has something to do next (monotonic time;
-        inf: nothing known yet)."""
-        with self.lock:
-            times = [math.inf]
-            idle = [e[2] for e in self.idle]
-            if options.ping_after:
-                times += [r.returned + options.ping_after for r in idle]
-            if options.stale_timeout is not None:
-                times += [r.expires for r in idle]
-            if options.idle_timeout is not None:
-                times += [r.returned + options.idle_timeout for r in idle]
-            if options.leak_timeout is not None:
-                times += [r.checked_out + options.leak_timeout
-                          for r in self.in_use.values()
-                          if not r.leak_reported]
-            return min(times)
-
-    def _pull_idle(self, predicate: Any) -> List[PoolConnection]:
-        """Idle connections for which ``predicate(record)`` holds, out of
-        the heap; the caller accounts for their slots."""
-        chosen = [e for e in self.idle if predicate(e[2])]
-        if chosen:
-            gone = set(map(id, chosen))
-            self.idle = [e for e in self.idle if id(e) not in gone]
-            heapq.heapify(self.idle)
-        return [e[2] for e in chosen]
-
-    def forget(self) -> List[PoolConnection]:
-        """Drop every connection without closing any (dispose()): the
-        ledger starts empty; connects under way still land in it."""
-        with self.lock:
-            records = ([e[2] for e in self.idle]
-                       + list(self.in_use.values()))
-            self.idle = []
-            self.in_use = {}
-            self.closed_keys = {}
-            self._notify_drained()
-            return records
-
-    def every_connection(self) -> List[PoolConnection]:
-        """Idle, checked out and out for a ping or reset (for a fork)."""
-        return ([e[2] for e in self.idle] + list(self.in_use.values())
-                + list(self.out.values()))
-
     def stats(self) -> Dict[str, Any]:
         with self.lock:
             idle = len(self.idle)
@@ -829,7 +510,3 @@ class Ledger:
                 'recycled': self.n_recycled,
                 'wait_seconds': self.wait_total,
             }
-
-
-def thread_name(record: PoolConnection) -> str:
-    return record.owner.name if record.owner is not None else '?'

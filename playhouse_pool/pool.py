@@ -34,7 +34,8 @@ from ._probe import probe_for
 from ._redact import redact
 from .context import ExecutionContext
 from .errors import ConfigureError, MaxConnectionsExceeded
-from .ledger import Jobs, Ledger, PoolConnection, Waiter
+from .ledger import Ledger
+from .records import Jobs, PoolConnection, Waiter
 from .workers import Housekeeper, Workers, housekeep, log_reclaimed
 
 logger = logging.getLogger('playhouse_pool')

@@ -25,7 +25,7 @@ import weakref
 from collections import deque
 from typing import Any, Deque, List
 
-from .ledger import Job, Jobs, Waiter, thread_name
+from .records import Job, Jobs, Waiter, thread_name
 
 logger = logging.getLogger('playhouse_pool')
 
