@@ -255,7 +255,8 @@ class Ledger(Sweeps):
         else:
             heapq.heappush(self.idle, (record.opened, next(self._seq),
                                        record))
-        self._notify_drained()
+        if self.draining or self.warming:
+            self._notify_drained()
 
     def _notify_drained(self) -> None:
         # Whenever in_use shrinks (close_all(timeout) may wait for it to
