@@ -11,9 +11,11 @@ Per checkout the pool uses ``is_closed`` (local flags) and a zero-timeout
 poll of ``fileno``; per check-in ``server_status`` (is a transaction open:
 roll back only then) and, with ``reset_session``, ``reset``.
 """
+import socket
 from typing import Any, Dict, Optional
 
 from . import _mysqlclient
+from ._probe import probe_for
 
 SERVER_STATUS_IN_TRANS = 0x0001
 SERVER_STATUS_AUTOCOMMIT = 0x0002
@@ -34,8 +36,14 @@ class Driver:
     restores_session = False
 
     def is_closed(self, conn: Any) -> bool:
-        """True if local state already says the connection is dead."""
+        """True if local state already says the connection is dead (at
+        checkout, before the socket probe: as cheap as can be)."""
         return False
+
+    def lost(self, conn: Any) -> bool:
+        """At check-in: True if the connection is dead, its last statement
+        having found the server gone (no round trip)."""
+        return self.is_closed(conn)
 
     def fileno(self, conn: Any) -> Optional[int]:
         """The connection's socket, for the readability probe."""
@@ -90,7 +98,10 @@ class MySQLdb(Driver):
     reset come from its C library (see _mysqlclient)."""
 
     def is_closed(self, conn: Any) -> bool:
-        # ``open`` stays true after the server went away until close():
+        return not conn.open
+
+    def lost(self, conn: Any) -> bool:
+        # ``open`` stays true after the server went away, until close():
         # the library's dropped socket tells that, with no I/O.
         return not conn.open or _mysqlclient.lost(conn)
 
@@ -124,7 +135,16 @@ class MySQLConnector(Driver):
         is_closed = getattr(conn, 'is_closed', None)    # the C extension
         if is_closed is not None:
             return is_closed()
-        return getattr(conn, '_socket', None) is None
+        return self.fileno(conn) in (None, -1)
+
+    def lost(self, conn: Any) -> bool:
+        # The pure connection keeps its socket open and shows nothing after
+        # a reply failed: an idle socket with something to read has the
+        # server's EOF (results are read in full: peewee buffers them).
+        if self.is_closed(conn):
+            return True
+        probe = probe_for(self.fileno(conn))
+        return probe is not None and probe.readable()
 
     def fileno(self, conn: Any) -> Optional[int]:
         sock = getattr(getattr(conn, '_socket', None), 'sock', None)
@@ -138,6 +158,33 @@ class MySQLConnector(Driver):
 
     def reset(self, conn: Any) -> bool:
         return bool(conn.cmd_reset_connection())
+
+
+def connector_connect_error(exc: Exception) -> Exception:
+    """mysql-connector's timeouts subclass its ``Error`` directly, not
+    ``OperationalError``: a connect that timed out becomes the driver's
+    ``OperationalError`` (peewee's, once wrapped), as with every other
+    driver, so that the pool retries it within its deadline."""
+    if type(exc).__name__ not in ('ConnectionTimeoutError',
+                                  'ReadTimeoutError', 'WriteTimeoutError'):
+        return exc
+    from mysql.connector import errors
+    return errors.OperationalError(msg=getattr(exc, 'msg', str(exc)),
+                                   errno=getattr(exc, 'errno', None))
+
+
+def shutdown_socket(fd: int) -> None:
+    """shutdown(2) both ways on socket ``fd``, leaving it open; nothing if
+    it is not a connected socket."""
+    if fd < 0:
+        return
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
 
 
 class MariaDBConnector(Driver):

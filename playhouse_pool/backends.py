@@ -16,7 +16,7 @@ from ._compat import (CockroachDatabase, CySqliteDatabase,
                       PostgresqlExtDatabase, Psycopg3Database,
                       SqliteExtDatabase)
 from ._mysql import (SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS, Driver,
-                     driver_of)
+                     connector_connect_error, driver_of, shutdown_socket)
 from .pool import PooledDatabase
 
 # libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
@@ -197,7 +197,7 @@ class _PooledMySQL(PooledDatabase):
 
     def _can_reuse(self, conn: Any) -> bool:
         driver = driver_of(conn)
-        if driver.is_closed(conn):
+        if driver.lost(conn):
             return False
         status = driver.server_status(conn)
         if status is None or status & SERVER_STATUS_IN_TRANS:
@@ -245,11 +245,30 @@ class PooledMySQLConnectorDatabase(
     ``ping_after`` or, failing that, by its first statement, not by the
     readability probe."""
 
+    def _connect(self) -> Any:
+        try:
+            return super()._connect()
+        except Exception as exc:
+            error = connector_connect_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
 
 class PooledMariaDBConnectorDatabase(
         _PooledMySQL, MariaDBConnectorDatabase):
     """Pooled ``playhouse.mysql_ext.MariaDBConnectorDatabase`` (MariaDB
     Connector/Python)."""
+
+    def _close(self, conn: Any) -> None:
+        # close() frees the C connection at once, even while a statement is
+        # running on it (a thread that close_all() or close_stale() closed
+        # it under, a signal handler in the thread itself): the statement
+        # then runs on freed memory and crashes the process. Shutting the
+        # socket down instead ends the session (the server sees it go) and
+        # makes such a statement fail; the driver frees the connection
+        # when the last reference goes.
+        shutdown_socket(conn._get_socket())
 
 
 class _PooledSqlite(PooledDatabase):
