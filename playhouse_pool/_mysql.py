@@ -12,6 +12,7 @@ poll of ``fileno``; per check-in ``server_status`` (is a transaction open:
 roll back only then) and, with ``reset_session``, ``reset``.
 """
 import socket
+import weakref
 from typing import Any, Dict, Optional
 
 from . import _mysqlclient
@@ -173,28 +174,38 @@ def connector_connect_error(exc: Exception) -> Exception:
                                    errno=getattr(exc, 'errno', None))
 
 
-def shutdown_socket(fd: int) -> None:
-    """shutdown(2) both ways on socket ``fd``, leaving it open; nothing if
-    it is not a connected socket."""
-    if fd < 0:
-        return
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.detach()
-
-
 class MariaDBConnector(Driver):
     """MariaDB Connector/Python: ``_get_socket()`` is the socket (-1 once
     the library dropped it), ``server_status`` is read from Connector/C.
     Its ``open`` and ``socket`` are not used: the first pings, the second
     wraps the descriptor in a socket object that closes it when freed."""
 
+    def __init__(self) -> None:
+        self._shut_down: 'weakref.WeakSet[Any]' = weakref.WeakSet()
+
     def is_closed(self, conn: Any) -> bool:
-        return conn._closed or conn._get_socket() < 0
+        return (conn._closed or conn._get_socket() < 0
+                or conn in self._shut_down)
+
+    def shut_down(self, conn: Any) -> None:
+        """End the session without freeing the C connection: shutdown(2)
+        its socket both ways (it stays open until the driver frees it).
+        close() frees it at once, even while a statement runs on it (in a
+        thread that close_all() or close_stale() closed it under, or under
+        a signal handler of the thread itself), and that statement then
+        runs on freed memory and crashes the process; after a shutdown it
+        fails with the driver's error. The server sees the session end."""
+        self._shut_down.add(conn)
+        fd = conn._get_socket()
+        if fd < 0:
+            return
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
 
     def fileno(self, conn: Any) -> Optional[int]:
         return conn._get_socket()
@@ -216,9 +227,10 @@ class MariaDBConnector(Driver):
 
 _GENERIC = Driver()
 # By the top-level package of the connection's class (or a base class).
+MARIADB = MariaDBConnector()
 _BY_PACKAGE: Dict[str, Driver] = {
     'pymysql': PyMySQL(), 'MySQLdb': MySQLdb(), 'mysql': MySQLConnector(),
-    'mariadb': MariaDBConnector()}
+    'mariadb': MARIADB}
 _BY_CLASS: Dict[type, Driver] = {}
 
 

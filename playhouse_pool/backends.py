@@ -16,7 +16,7 @@ from ._compat import (CockroachDatabase, CySqliteDatabase,
                       PostgresqlExtDatabase, Psycopg3Database,
                       SqliteExtDatabase)
 from ._mysql import (SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS, Driver,
-                     connector_connect_error, driver_of, shutdown_socket)
+                     MARIADB, connector_connect_error, driver_of)
 from .pool import PooledDatabase
 
 # libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
@@ -261,14 +261,8 @@ class PooledMariaDBConnectorDatabase(
     Connector/Python)."""
 
     def _close(self, conn: Any) -> None:
-        # close() frees the C connection at once, even while a statement is
-        # running on it (a thread that close_all() or close_stale() closed
-        # it under, a signal handler in the thread itself): the statement
-        # then runs on freed memory and crashes the process. Shutting the
-        # socket down instead ends the session (the server sees it go) and
-        # makes such a statement fail; the driver frees the connection
-        # when the last reference goes.
-        shutdown_socket(conn._get_socket())
+        # Never close(): see MariaDBConnector.shut_down.
+        MARIADB.shut_down(conn)
 
 
 class _PooledSqlite(PooledDatabase):
