@@ -1,7 +1,8 @@
 """Connection pooling for peewee: drop-in pooled databases for Postgres
 (psycopg2, psycopg 3, CockroachDB), MySQL/MariaDB (pymysql, mysqlclient,
 mysql-connector, MariaDB Connector/Python) and SQLite (sqlite3, cysqlite)."""
-from .backends import (PooledCockroachDatabase, PooledCySqliteDatabase,
+from .backends import (PooledCockroachDatabase, PooledCSqliteExtDatabase,
+                       PooledCySqliteDatabase,
                        PooledMariaDBConnectorDatabase,
                        PooledMySQLConnectorDatabase, PooledMySQLDatabase,
                        PooledPostgresqlDatabase, PooledPostgresqlExtDatabase,
@@ -15,6 +16,7 @@ __version__ = '0.1.0'
 
 __all__ = [
     'MaxConnectionsExceeded', 'PoolClosedError', 'PooledCockroachDatabase',
+    'PooledCSqliteExtDatabase',
     'PooledCySqliteDatabase', 'PooledDatabase',
     'PooledMariaDBConnectorDatabase', 'PooledMySQLConnectorDatabase',
     'PooledMySQLDatabase', 'PooledPostgresqlDatabase',

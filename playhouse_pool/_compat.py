@@ -1,7 +1,8 @@
 """The differences between peewee 3.17+ and 4.x, and nowhere else.
 
 peewee 4 moved ``Psycopg3Database`` into ``playhouse.postgres_ext``,
-removed ``playhouse.sqlite_ext.SqliteExtDatabase`` and added
+removed ``playhouse.sqlite_ext.SqliteExtDatabase`` (and with it peewee 3's
+C-accelerated ``CSqliteExtDatabase``) and added
 ``playhouse.cysqlite_ext`` (which itself fails to import without the
 ``cysqlite`` package). A database class missing here is replaced by a
 stand-in that raises ``ImproperlyConfigured`` when it is built, saying what
@@ -35,6 +36,14 @@ def _unavailable(base: Type[Any], name: str, reason: str) -> Type[Any]:
                                 '__doc__': 'Unavailable: %s' % reason})
 
 
+try:                                    # peewee 3 with its C extension
+    from playhouse.sqlite_ext import CSqliteExtDatabase
+except ImportError:
+    CSqliteExtDatabase = _unavailable(
+        SqliteDatabase, 'CSqliteExtDatabase',
+        "it needs peewee 3 built with its C extension (playhouse._sqlite_ext)"
+        '; on peewee 4 use PooledSqliteDatabase')
+
 try:
     from playhouse.cysqlite_ext import CySqliteDatabase
 except ImportError as exc:
@@ -47,6 +56,6 @@ except ImportError as exc:
         'playhouse.cysqlite_ext failed: %s'
         % (getattr(peewee, '__version__', '?'), exc))
 
-__all__ = ['CockroachDatabase', 'CySqliteDatabase',
+__all__ = ['CSqliteExtDatabase', 'CockroachDatabase', 'CySqliteDatabase',
            'MariaDBConnectorDatabase', 'MySQLConnectorDatabase',
            'PostgresqlExtDatabase', 'Psycopg3Database', 'SqliteExtDatabase']

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
-from ._compat import (CockroachDatabase, CySqliteDatabase,
+from ._compat import (CockroachDatabase, CSqliteExtDatabase, CySqliteDatabase,
                       MariaDBConnectorDatabase, MySQLConnectorDatabase,
                       PostgresqlExtDatabase, Psycopg3Database,
                       SqliteExtDatabase)
@@ -311,6 +311,11 @@ if SqliteExtDatabase is not None:
         """Pooled ``playhouse.sqlite_ext.SqliteExtDatabase`` (peewee 3)."""
 else:
     PooledSqliteExtDatabase = PooledSqliteDatabase  # type: ignore
+
+
+class PooledCSqliteExtDatabase(_PooledSqlite3, CSqliteExtDatabase):
+    """Pooled ``playhouse.sqlite_ext.CSqliteExtDatabase`` (peewee 3 built
+    with its C extension)."""
 
 
 class PooledCySqliteDatabase(

@@ -27,10 +27,12 @@ def peewee_pooled_classes():
     names = set()
     for module in PEEWEE_MODULES:
         try:
-            names.update(n for n in dir(importlib.import_module(module))
-                         if n.startswith('Pooled') and n.endswith('Database'))
+            found = importlib.import_module(module)
         except ImportError:      # cysqlite_ext: peewee 3, or no cysqlite
-            pass
+            continue
+        # A name bound to None: peewee lacks that driver here.
+        names.update(n for n in dir(found) if n.startswith('Pooled')
+                     and n.endswith('Database') and getattr(found, n))
     return sorted(names)
 
 
@@ -66,6 +68,20 @@ def test_a_class_peewee_lacks_raises_when_built_not_at_import(tmp_path):
     except ImportError:                  # peewee 3, or cysqlite missing
         with pytest.raises(peewee.ImproperlyConfigured, match='cysqlite'):
             pp.PooledCySqliteDatabase(str(tmp_path / 'x.db'))
+
+
+def test_csqlite_ext_class_pools_where_peewee_has_it(tmp_path):
+    """peewee 3's C-accelerated SqliteExtDatabase (sqlite3 underneath)."""
+    try:
+        db = pp.PooledCSqliteExtDatabase(str(tmp_path / 'c.db'))
+    except peewee.ImproperlyConfigured as exc:         # peewee 4
+        assert 'C extension' in str(exc)
+        return
+    with db.connection_context():
+        first = db.connection()
+        db.execute_sql('BEGIN')
+    with db.connection_context():
+        assert db.connection() is first and not first.in_transaction
 
 
 MYSQLCLIENT_ONLY = textwrap.dedent('''
