@@ -1,8 +1,13 @@
 """Connection pooling for peewee: drop-in pooled databases for Postgres
-(psycopg2 and psycopg 3), MySQL/MariaDB (pymysql) and SQLite."""
-from .backends import (PooledMySQLDatabase, PooledPostgresqlDatabase,
-                       PooledPostgresqlExtDatabase, PooledPsycopg3Database,
-                       PooledSqliteDatabase, PooledSqliteExtDatabase)
+(psycopg2, psycopg 3, CockroachDB), MySQL/MariaDB (pymysql, mysqlclient,
+mysql-connector, MariaDB Connector/Python) and SQLite (sqlite3, cysqlite)."""
+from .backends import (PooledCockroachDatabase, PooledCSqliteExtDatabase,
+                       PooledCySqliteDatabase,
+                       PooledMariaDBConnectorDatabase,
+                       PooledMySQLConnectorDatabase, PooledMySQLDatabase,
+                       PooledPostgresqlDatabase, PooledPostgresqlExtDatabase,
+                       PooledPsycopg3Database, PooledSqliteDatabase,
+                       PooledSqliteExtDatabase)
 from .db_url import connect
 from .errors import MaxConnectionsExceeded, PoolClosedError
 from .pool import PooledDatabase
@@ -10,7 +15,10 @@ from .pool import PooledDatabase
 __version__ = '0.1.0'
 
 __all__ = [
-    'MaxConnectionsExceeded', 'PoolClosedError', 'PooledDatabase',
+    'MaxConnectionsExceeded', 'PoolClosedError', 'PooledCockroachDatabase',
+    'PooledCSqliteExtDatabase',
+    'PooledCySqliteDatabase', 'PooledDatabase',
+    'PooledMariaDBConnectorDatabase', 'PooledMySQLConnectorDatabase',
     'PooledMySQLDatabase', 'PooledPostgresqlDatabase',
     'PooledPostgresqlExtDatabase', 'PooledPsycopg3Database',
     'PooledSqliteDatabase', 'PooledSqliteExtDatabase', 'connect',

@@ -3,20 +3,24 @@
 Each backend answers four questions for the pool (see ``PooledDatabase``):
 is the connection dead by its local flags (``_is_closed``), which socket to
 probe (``_fileno``), does it answer a round trip (``_ping``), and can it be
-cleaned for reuse at check-in (``_can_reuse``).
+cleaned for reuse at check-in (``_can_reuse``). Postgres and SQLite answer
+here; the MySQL drivers differ more, and answer in _mysql.
 """
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
-from ._compat import PostgresqlExtDatabase, Psycopg3Database, SqliteExtDatabase
+from ._compat import (CockroachDatabase, CSqliteExtDatabase, CySqliteDatabase,
+                      MariaDBConnectorDatabase, MySQLConnectorDatabase,
+                      PostgresqlExtDatabase, Psycopg3Database,
+                      SqliteExtDatabase)
+from ._mysql import (SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS, Driver,
+                     MARIADB, connector_connect_error, driver_of)
 from .pool import PooledDatabase
 
 # libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
 _PG_IDLE, _PG_UNKNOWN = 0, 4
-_MYSQL_IN_TRANS = 1     # SERVER_STATUS_IN_TRANS
-_COM_RESET_CONNECTION = 0x1f
 
 # reset_session on Postgres: what DISCARD ALL does, less DEALLOCATE ALL. The
 # driver's prepared statements (psycopg 3 prepares repeated queries and keeps
@@ -43,13 +47,18 @@ class _PooledPostgresql(PooledDatabase):
         conn = super()._connect()
         if self._pool_options.reset_session:
             try:
-                cursor = conn.cursor()
-                cursor.execute(_PG_SESSION_SETTINGS)
-                _opened_with[conn] = [tuple(row) for row in cursor.fetchall()]
+                _opened_with[conn] = self._session_settings(conn)
             except BaseException:
                 conn.close()
                 raise
         return conn
+
+    def _session_settings(self, conn: Any) -> List[Tuple[str, str]]:
+        """What the driver SET when it connected, for _reset_session to set
+        again (RESET ALL undoes it)."""
+        cursor = conn.cursor()
+        cursor.execute(_PG_SESSION_SETTINGS)
+        return [tuple(row) for row in cursor.fetchall()]
 
     def _is_closed(self, conn: Any) -> bool:
         return bool(conn.closed) or _pg_status(conn) == _PG_UNKNOWN
@@ -70,23 +79,29 @@ class _PooledPostgresql(PooledDatabase):
             return False
         if status != _PG_IDLE:
             _pg_rollback(conn)
-        if self._pool_options.reset_session:
-            settings = _opened_with.get(conn)
-            if settings is None:
-                # Opened before reset_session was on (init()): what the
-                # driver set up is unknown, so a new connection is the reset.
-                return False
-            cursor = conn.cursor()
-            if _is_psycopg3(conn):
-                # Several statements: never prepared, even with psycopg's
-                # prepare_threshold=0 (prepare them all).
-                cursor.execute(_PG_RESET, prepare=False)
-            else:
-                cursor.execute(_PG_RESET)
-            if settings:
-                cursor.execute(_PG_RESTORE, ([name for name, _ in settings],
-                                             [value for _, value in settings]))
+        if self._pool_options.reset_session and not self._reset_session(conn):
+            return False
         return status == _PG_IDLE or _pg_status(conn) == _PG_IDLE
+
+    def _reset_session(self, conn: Any) -> bool:
+        """Reset the session outside any transaction; False if the
+        connection cannot be reset (a new one is the reset then)."""
+        settings = _opened_with.get(conn)
+        if settings is None:
+            # Opened before reset_session was on (init()): what the driver
+            # set up is unknown, so a new connection is the reset.
+            return False
+        cursor = conn.cursor()
+        if _is_psycopg3(conn):
+            # Several statements: never prepared, even with psycopg's
+            # prepare_threshold=0 (prepare them all).
+            cursor.execute(_PG_RESET, prepare=False)
+        else:
+            cursor.execute(_PG_RESET)
+        if settings:
+            cursor.execute(_PG_RESTORE, ([name for name, _ in settings],
+                                         [value for _, value in settings]))
+        return True
 
 
 def _psycopg3_status(conn: Any) -> int:
@@ -144,72 +159,115 @@ class PooledPsycopg3Database(
     """Pooled peewee ``Psycopg3Database`` (psycopg 3)."""
 
 
+class PooledCockroachDatabase(
+        _PooledPostgresql, CockroachDatabase):
+    """Pooled ``playhouse.cockroachdb.CockroachDatabase`` (psycopg2): the
+    same checks as Postgres (libpq's status, the socket probe).
+    ``reset_session`` sends ``DISCARD ALL``, CockroachDB's session reset
+    (most of the statements the Postgres reset is made of do not exist
+    there). Not tested against a CockroachDB server."""
+
+    def _session_settings(self, conn: Any) -> List[Tuple[str, str]]:
+        # CockroachDB speaks UTF8 and ISO dates only: psycopg2 sets nothing
+        # at connect that DISCARD ALL would undo.
+        return []
+
+    def _reset_session(self, conn: Any) -> bool:
+        conn.cursor().execute('DISCARD ALL')
+        return True
+
+
 class _PooledMySQL(PooledDatabase):
-    """MySQL and MariaDB through pymysql."""
+    """MySQL and MariaDB, through whichever driver made the connection: the
+    hooks ask the connection's driver (see _mysql) for its local flags, its
+    socket and its status flags."""
 
     def _is_closed(self, conn: Any) -> bool:
-        return not conn.open
+        return driver_of(conn).is_closed(conn)
 
     def _fileno(self, conn: Any) -> Optional[int]:
-        sock = getattr(conn, '_sock', None)
-        return sock.fileno() if sock is not None else None
+        return driver_of(conn).fileno(conn)
 
     def _ping(self, conn: Any) -> bool:
         try:
-            # Never reconnect behind the user's back: a silent reconnect
-            # would hand out a connection stripped of its session.
-            conn.ping(reconnect=False)
+            driver_of(conn).ping(conn)
         except Exception:
             return False
         return True
 
     def _can_reuse(self, conn: Any) -> bool:
-        if not conn.open:
+        driver = driver_of(conn)
+        if driver.lost(conn):
             return False
-        if (conn.server_status or 0) & _MYSQL_IN_TRANS:
-            conn.rollback()
+        status = driver.server_status(conn)
+        if status is None or status & SERVER_STATUS_IN_TRANS:
+            conn.rollback()         # unknown: one round trip, always right
         if self._pool_options.reset_session:
-            return _mysql_reset_connection(conn)
+            return self._reset_session(conn, driver)
+        return True
+
+    def _reset_session(self, conn: Any, driver: Driver) -> bool:
+        """COM_RESET_CONNECTION (MySQL 5.7+, MariaDB 10.2+): user variables,
+        session settings, temporary tables, locks and prepared statements
+        go, the connection stays: one round trip. Without it (an unknown
+        driver, an older server) the connection is not reused: a new one is
+        the reset."""
+        if not driver.reset(conn):
+            return False
+        if driver.restores_session:
+            return True
+        # The reset also drops what the connect set up (the character set
+        # stays): set it again, a round trip each, only for what was set.
+        # peewee always connects in autocommit.
+        status = driver.server_status(conn)
+        cursor = conn.cursor()
+        if status is None or not status & SERVER_STATUS_AUTOCOMMIT:
+            cursor.execute('SET autocommit=1')
+        sql_mode = self.connect_params.get('sql_mode')
+        if sql_mode is not None:
+            cursor.execute('SET sql_mode=%s', (sql_mode,))
+        init_command = self.connect_params.get('init_command')
+        if init_command is not None:
+            cursor.execute(init_command)
         return True
 
 
-def _mysql_reset_connection(conn: Any) -> bool:
-    """COM_RESET_CONNECTION (MySQL 5.7+, MariaDB 10.2+): user variables,
-    session settings, temporary tables, locks and prepared statements go,
-    the connection stays. pymysql has no public call for it; through its
-    command channel it costs one round trip. Without it (another driver, an
-    older server) the connection is not reused: a new one is the reset."""
-    execute = getattr(conn, '_execute_command', None)
-    read_ok = getattr(conn, '_read_ok_packet', None)
-    if execute is None or read_ok is None:
-        return False
-    execute(_COM_RESET_CONNECTION, b'')
-    read_ok()
-    # The reset also drops what pymysql set up at connect: set it again
-    # (a round trip each, only for what was set).
-    mode = getattr(conn, 'autocommit_mode', None)
-    if mode is not None and conn.get_autocommit() != bool(mode):
-        conn.autocommit(mode)
-    cursor = conn.cursor()
-    if getattr(conn, 'sql_mode', None) is not None:
-        cursor.execute('SET sql_mode=%s', (conn.sql_mode,))
-    if getattr(conn, 'init_command', None) is not None:
-        cursor.execute(conn.init_command)
-    return True
-
-
 class PooledMySQLDatabase(_PooledMySQL, MySQLDatabase):  # type: ignore[misc]
-    """Pooled ``peewee.MySQLDatabase`` (pymysql)."""
+    """Pooled ``peewee.MySQLDatabase``, on the driver peewee picked: pymysql,
+    else mysqlclient (``MySQLdb``)."""
+
+
+class PooledMySQLConnectorDatabase(
+        _PooledMySQL, MySQLConnectorDatabase):
+    """Pooled ``playhouse.mysql_ext.MySQLConnectorDatabase``
+    (mysql-connector-python). With its C extension the driver shows no
+    socket: a connection the server closed while it sat idle is found by
+    ``ping_after`` or, failing that, by its first statement, not by the
+    readability probe."""
+
+    def _connect(self) -> Any:
+        try:
+            return super()._connect()
+        except Exception as exc:
+            error = connector_connect_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+
+class PooledMariaDBConnectorDatabase(
+        _PooledMySQL, MariaDBConnectorDatabase):
+    """Pooled ``playhouse.mysql_ext.MariaDBConnectorDatabase`` (MariaDB
+    Connector/Python)."""
+
+    def _close(self, conn: Any) -> None:
+        # Never close(): see MariaDBConnector.shut_down.
+        MARIADB.shut_down(conn)
 
 
 class _PooledSqlite(PooledDatabase):
-    """SQLite: pooled connections move between threads, so
-    ``check_same_thread=False`` is the default. ``':memory:'`` is refused:
-    each pooled connection would be a separate, empty database."""
-
-    def init(self, database: Any, **kwargs: Any) -> None:
-        kwargs.setdefault('check_same_thread', False)
-        super().init(database, **kwargs)
+    """SQLite. ``':memory:'`` is refused: each pooled connection would be a
+    separate, empty database."""
 
     def _check_database(self, database: Any) -> None:
         if database == ':memory:' or database == '':
@@ -219,6 +277,21 @@ class _PooledSqlite(PooledDatabase):
                 "or a shared in-memory database: 'file:NAME?mode=memory&"
                 "cache=shared' with uri=True.")
 
+    def _can_reuse(self, conn: Any) -> bool:
+        if conn.in_transaction:
+            conn.rollback()
+        # No session reset in SQLite: a fresh connection is the reset.
+        return not self._pool_options.reset_session
+
+
+class _PooledSqlite3(_PooledSqlite):
+    """The standard library's sqlite3: pooled connections move between
+    threads, so ``check_same_thread=False`` is the default."""
+
+    def init(self, database: Any, **kwargs: Any) -> None:
+        kwargs.setdefault('check_same_thread', False)
+        super().init(database, **kwargs)
+
     def _is_closed(self, conn: Any) -> bool:
         try:
             # Any call on a closed sqlite3 connection raises.
@@ -227,20 +300,30 @@ class _PooledSqlite(PooledDatabase):
             return True
         return False
 
-    def _can_reuse(self, conn: Any) -> bool:
-        if conn.in_transaction:
-            conn.rollback()
-        # No session reset in sqlite3: a fresh connection is the reset.
-        return not self._pool_options.reset_session
-
 
 class PooledSqliteDatabase(  # type: ignore[misc]
-        _PooledSqlite, SqliteDatabase):
+        _PooledSqlite3, SqliteDatabase):
     """Pooled ``peewee.SqliteDatabase``."""
 
 
 if SqliteExtDatabase is not None:
-    class PooledSqliteExtDatabase(_PooledSqlite, SqliteExtDatabase):
+    class PooledSqliteExtDatabase(_PooledSqlite3, SqliteExtDatabase):
         """Pooled ``playhouse.sqlite_ext.SqliteExtDatabase`` (peewee 3)."""
 else:
     PooledSqliteExtDatabase = PooledSqliteDatabase  # type: ignore
+
+
+class PooledCSqliteExtDatabase(_PooledSqlite3, CSqliteExtDatabase):
+    """Pooled ``playhouse.sqlite_ext.CSqliteExtDatabase`` (peewee 3 built
+    with its C extension)."""
+
+
+class PooledCySqliteDatabase(
+        _PooledSqlite, CySqliteDatabase):
+    """Pooled ``playhouse.cysqlite_ext.CySqliteDatabase`` (the ``cysqlite``
+    package, peewee 4). cysqlite connections may be used from any thread
+    (it has no ``check_same_thread``). A local database has no socket to
+    probe and no server to go away: ``is_closed()`` is the only check."""
+
+    def _is_closed(self, conn: Any) -> bool:
+        return conn.is_closed()

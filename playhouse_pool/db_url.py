@@ -9,11 +9,20 @@ from urllib.parse import unquote, urlparse
 from playhouse.db_url import parseresult_to_dict
 
 from ._options import KEYWORDS
-from .backends import (PooledMySQLDatabase, PooledPostgresqlDatabase,
-                       PooledPostgresqlExtDatabase, PooledPsycopg3Database,
-                       PooledSqliteDatabase, PooledSqliteExtDatabase)
+from .backends import (PooledCockroachDatabase, PooledCySqliteDatabase,
+                       PooledMariaDBConnectorDatabase,
+                       PooledMySQLConnectorDatabase, PooledMySQLDatabase,
+                       PooledPostgresqlDatabase, PooledPostgresqlExtDatabase,
+                       PooledPsycopg3Database, PooledSqliteDatabase,
+                       PooledSqliteExtDatabase)
 
+# peewee 4's names (playhouse.db_url), each with '+pool'.
 SCHEMES: Dict[str, Type[Any]] = {
+    'cockroachdb+pool': PooledCockroachDatabase,
+    'crdb+pool': PooledCockroachDatabase,
+    'cysqlite+pool': PooledCySqliteDatabase,
+    'mariadbconnector+pool': PooledMariaDBConnectorDatabase,
+    'mysqlconnector+pool': PooledMySQLConnectorDatabase,
     'postgres+pool': PooledPostgresqlDatabase,
     'postgresql+pool': PooledPostgresqlDatabase,
     'postgresext+pool': PooledPostgresqlExtDatabase,

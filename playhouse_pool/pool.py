@@ -65,6 +65,16 @@ class PooledDatabase(_DatabaseBase):
     documented in README.rst; the rest go to the peewee database. Any
     connect keyword may be a zero-argument callable (a rotating password,
     say): it is called for each new connection, on a pool worker.
+
+    Combined with a database this package has no class for, the pool only
+    knows the DB-API: check-in calls ``conn.rollback()`` (a round trip each
+    time), ``reset_session`` closes connections instead of reusing them, and
+    nothing detects a dead connection before its first statement. A backend
+    adds what its driver can tell cheaply: ``_is_closed(conn)`` (local
+    flags, no I/O), ``_fileno(conn)`` (the socket, for the zero-timeout
+    readability probe), ``_ping(conn)`` (a round trip that never
+    reconnects) and ``_can_reuse(conn)`` (roll back only an open
+    transaction, reset the session); see backends.py.
     """
 
     if TYPE_CHECKING:
@@ -156,7 +166,10 @@ class PooledDatabase(_DatabaseBase):
     def _can_reuse(self, conn: Any) -> bool:
         """Check-in: roll back an open transaction (and reset the session if
         ``reset_session``); False if the connection cannot go back."""
-        return True
+        # The DB-API cannot tell whether a transaction is open, nor reset a
+        # session: roll back always; a new connection is the reset.
+        conn.rollback()
+        return not self._pool_options.reset_session
 
     # -- peewee's connection API --------------------------------------------
 

@@ -68,9 +68,11 @@ def _url_kwargs(url: str) -> Dict[str, Any]:
 
 class Backend:
     """What a test needs to know about one server and driver."""
-    name = ''
+    name = ''          # the test id; PLAYHOUSE_POOL_REQUIRE may name it
     server = ''        # 'postgres', 'mysql' or 'sqlite'
     kills = True       # the server can terminate a connection
+    driver = ''        # a module that must import (beyond the test extra)
+    needs_peewee = 3   # the oldest peewee major version with the class
 
     def __init__(self, tmp_path: Any) -> None:
         self.tmp_path = tmp_path
@@ -178,20 +180,23 @@ class Psycopg3Backend(PostgresBackend):
 
 
 class MySQLBackend(Backend):
+    """MariaDB/MySQL through pymysql (peewee's first choice)."""
     name = 'mysql'
     server = 'mysql'
+    db_class = pp.PooledMySQLDatabase
+    # pymysql builds an SSL context per connect (~25 ms of CPU holding the
+    # GIL); the loopback test server gains nothing from it.
+    driver_params: Dict[str, Any] = {'ssl_disabled': True}
 
     def _make_db(self, **kwargs: Any) -> Any:
         # A database of its own per test: the process list's DB column then
         # tells this test's connections apart from everyone else's.
         self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
         params = _url_kwargs(MYSQL_URL)
-        # pymysql builds an SSL context per connect (~25 ms of CPU holding
-        # the GIL); the loopback test server gains nothing from it.
-        params['ssl_disabled'] = True
+        params.update(self.driver_params)
         params.update(kwargs)
         params['database'] = self.tag
-        return pp.PooledMySQLDatabase(params.pop('database'), **params)
+        return self.db_class(params.pop('database'), **params)
 
     def _drop(self) -> None:
         if self._dbs:
@@ -199,6 +204,7 @@ class MySQLBackend(Backend):
 
     @property
     def admin(self) -> Any:
+        # The test's own view of the server, whatever driver the pool uses.
         if self._admin is None:
             import pymysql
             params = _url_kwargs(MYSQL_URL)
@@ -226,23 +232,66 @@ class MySQLBackend(Backend):
             'WHERE ID = %s', (conn_id,))[0][0]
 
 
+class MySQLdbBackend(MySQLBackend):
+    """mysqlclient, as on a machine without pymysql: for the test, peewee's
+    MySQL driver (the module it picked at import, ``peewee.mysql``) is
+    MySQLdb, so PooledMySQLDatabase connects through it. (A subprocess
+    test, test_drivers.py, imports peewee with pymysql hidden.)"""
+    name = 'mysqlclient'
+    driver = 'MySQLdb'
+    driver_params: Dict[str, Any] = {}
+
+    def __init__(self, tmp_path: Any) -> None:
+        super().__init__(tmp_path)
+        self._peewee_driver = peewee.mysql       # type: ignore[attr-defined]
+        peewee.mysql = importlib.import_module('MySQLdb')  # type: ignore
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            peewee.mysql = self._peewee_driver   # type: ignore[attr-defined]
+
+
+class MySQLConnectorBackend(MySQLBackend):
+    name = 'mysqlconnector'
+    driver = 'mysql.connector'
+    db_class = pp.PooledMySQLConnectorDatabase
+
+
+class MariaDBConnectorBackend(MySQLBackend):
+    name = 'mariadbconnector'
+    driver = 'mariadb'
+    db_class = pp.PooledMariaDBConnectorDatabase
+    driver_params: Dict[str, Any] = {}
+
+
 class SqliteBackend(Backend):
     name = 'sqlite'
     server = 'sqlite'
     kills = False
+    db_class: Any = pp.PooledSqliteDatabase
 
     def _make_db(self, **kwargs: Any) -> Any:
-        return pp.PooledSqliteDatabase(str(self.tmp_path / 'test.db'),
-                                       **kwargs)
+        return self.db_class(str(self.tmp_path / 'test.db'), **kwargs)
 
     def conn_id(self, db: Any) -> int:
         return id(db.connection())
 
 
+class CySqliteBackend(SqliteBackend):
+    name = 'cysqlite'
+    driver = 'cysqlite'
+    db_class = pp.PooledCySqliteDatabase
+    # peewee 3 has no cysqlite_ext: nothing to test there.
+    needs_peewee = 4
+
+
 def _database_errors() -> tuple:
     # peewee's InterfaceError (connection closed) is not a DatabaseError.
     errors: List[type] = [peewee.DatabaseError, peewee.InterfaceError]
-    for module in ('psycopg', 'psycopg2', 'pymysql'):
+    for module in ('psycopg', 'psycopg2', 'pymysql', 'MySQLdb',
+                   'mysql.connector', 'mariadb', 'cysqlite'):
         try:
             errors.append(importlib.import_module(module).Error)
         except ImportError:
@@ -273,27 +322,42 @@ def _unreachable_reason(server: str) -> Optional[str]:
     return _reachable[server]
 
 
-BACKENDS = [SqliteBackend, Psycopg2Backend, Psycopg3Backend, MySQLBackend]
+SERVER_BACKENDS = [Psycopg2Backend, Psycopg3Backend, MySQLBackend,
+                   MySQLdbBackend, MySQLConnectorBackend,
+                   MariaDBConnectorBackend]
+BACKENDS = [SqliteBackend, CySqliteBackend] + SERVER_BACKENDS
+_PEEWEE_MAJOR = int(peewee.__version__.split('.')[0])
 
 
-def _require(server: str) -> None:
-    if server == 'sqlite':
-        return
-    reason = _unreachable_reason(server)
-    if reason is None:
-        return
-    if server in REQUIRED:
-        pytest.fail('%s (PLAYHOUSE_POOL_REQUIRE names it)' % reason)
-    pytest.skip(reason)
+def _require(cls: Any) -> None:
+    """Skip (or, if PLAYHOUSE_POOL_REQUIRE names it, fail) a backend whose
+    server is unreachable or whose driver is not installed."""
+    if _PEEWEE_MAJOR < cls.needs_peewee:
+        pytest.skip('%s needs peewee %d+ (this is %s)'
+                    % (cls.name, cls.needs_peewee, peewee.__version__))
+    reason = None
+    if cls.driver:
+        try:
+            importlib.import_module(cls.driver)
+        except ImportError as exc:
+            reason = '%s: driver %s not installed (%s)' % (cls.name,
+                                                           cls.driver, exc)
+        if reason is not None and cls.name in REQUIRED:
+            pytest.fail('%s (PLAYHOUSE_POOL_REQUIRE names it)' % reason)
+    if reason is None and cls.server != 'sqlite':
+        reason = _unreachable_reason(cls.server)
+        if reason is not None and cls.server in REQUIRED:
+            pytest.fail('%s (PLAYHOUSE_POOL_REQUIRE names it)' % reason)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
 def backend(request: Any, tmp_path: Any) -> Iterator[Backend]:
-    """Every backend: SQLite, Postgres (psycopg2, psycopg 3), MySQL."""
+    """Every backend: SQLite (sqlite3, cysqlite), Postgres (psycopg2,
+    psycopg 3), MySQL (pymysql, mysqlclient, mysql-connector, MariaDB
+    Connector/Python)."""
     yield from _backend(request.param, tmp_path)
-
-
-SERVER_BACKENDS = [Psycopg2Backend, Psycopg3Backend, MySQLBackend]
 
 
 @pytest.fixture(params=SERVER_BACKENDS, ids=[b.name for b in SERVER_BACKENDS])
@@ -303,7 +367,7 @@ def server_backend(request: Any, tmp_path: Any) -> Iterator[Backend]:
 
 
 def _backend(cls: Any, tmp_path: Any) -> Iterator[Backend]:
-    _require(cls.server)
+    _require(cls)
     b = cls(tmp_path)
     try:
         yield b

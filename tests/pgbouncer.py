@@ -25,7 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import POSTGRES_URL, REQUIRED, _require, _url_kwargs
+from conftest import (POSTGRES_URL, REQUIRED, Psycopg2Backend, _require,
+                      _url_kwargs)
 
 POOL_SIZE = 4               # default_pool_size: server connections at most
 MAX_CLIENT_CONN = 500
@@ -249,7 +250,7 @@ def pgbouncer_fixture() -> Iterator[Bouncer]:
         if 'pgbouncer' in REQUIRED:
             pytest.fail('%s (PLAYHOUSE_POOL_REQUIRE names it)' % reason)
         pytest.skip(reason)
-    _require('postgres')
+    _require(Psycopg2Backend)
     params = _url_kwargs(POSTGRES_URL)
     admin = _connect(dbname=params.pop('database'), **params)
     dbname = 'pp_bouncer_%s' % uuid.uuid4().hex[:10]

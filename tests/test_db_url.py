@@ -1,4 +1,5 @@
 """connect(url): the '+pool' schemes."""
+import peewee
 import pytest
 from playhouse import db_url as peewee_db_url
 
@@ -14,6 +15,10 @@ import playhouse_pool as pp
     ('mysql+pool', pp.PooledMySQLDatabase),
     ('sqlite+pool', pp.PooledSqliteDatabase),
     ('sqliteext+pool', pp.PooledSqliteExtDatabase),
+    ('mysqlconnector+pool', pp.PooledMySQLConnectorDatabase),
+    ('mariadbconnector+pool', pp.PooledMariaDBConnectorDatabase),
+    ('cockroachdb+pool', pp.PooledCockroachDatabase),
+    ('crdb+pool', pp.PooledCockroachDatabase),
 ])
 def test_each_scheme_gives_our_class(scheme, cls):
     db = pp.connect('%s://u@h/app' % scheme)
@@ -74,3 +79,17 @@ def test_quoted_user_and_password_are_unquoted_on_request():
 def test_url_without_a_database_is_refused():
     with pytest.raises(ValueError, match='no database'):
         pp.connect('postgresql+pool://host')
+
+
+def test_every_pool_scheme_peewee_has_is_ours():
+    theirs = {name for name in peewee_db_url.schemes if name.endswith('+pool')}
+    assert theirs - set(pp.db_url.SCHEMES) == set()
+
+
+def test_cysqlite_scheme_gives_our_class(tmp_path):
+    try:
+        db = pp.connect('cysqlite+pool:///%s' % (tmp_path / 'c.db'))
+    except peewee.ImproperlyConfigured as exc:     # peewee 3, or no cysqlite
+        assert 'cysqlite' in str(exc)
+    else:
+        assert type(db) is pp.PooledCySqliteDatabase

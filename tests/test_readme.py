@@ -1,12 +1,14 @@
 """README.rst cannot rot: its set-up commands are the ones CI runs, and every
-Python example in it runs, in order, against the test servers."""
+Python example in it runs alone (its own imports, database and models)
+against the test servers."""
 import pathlib
 import re
 import signal
 
 import pytest
 
-from conftest import POSTGRES_URL, Psycopg2Backend, _url_kwargs
+from conftest import (MYSQL_URL, POSTGRES_URL, MySQLBackend, Psycopg2Backend,
+                      _require, _url_kwargs)
 from playhouse_pool import PooledDatabase
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -42,45 +44,59 @@ def test_readme_has_no_unfilled_placeholder():
     assert '\nBENCHMARK\n' not in README
 
 
-# The README's server is host 'db', database and user 'app'; the test
-# server stands in for it.
+# The README's servers are host 'db' (Postgres) and 'mysqldb' (MySQL),
+# database and user 'app'; the test servers stand in for them.
 def _stand_in(code):
     pg = _url_kwargs(POSTGRES_URL)
+    my = _url_kwargs(MYSQL_URL)
     return (code.replace("'app', user='app', host='db'",
                          "%r, user=%r, host=%r, port=%r" % (
                              pg['database'], pg.get('user'), pg['host'],
                              pg.get('port', 5432)))
+                .replace("'app', user='app', host='mysqldb'",
+                         "%r, user=%r, host=%r, port=%r, password=%r" % (
+                             my['database'], my.get('user'), my['host'],
+                             my.get('port', 3306), my.get('password', '')))
                 .replace('@db:5432/app', '@%s:%s/%s' % (
                     pg['host'], pg.get('port', 5432), pg['database'])))
 
 
 @pytest.mark.parametrize('server_backend', [Psycopg2Backend], indirect=True)
-def test_every_python_example_runs(server_backend, tmp_path, monkeypatch):
+def test_every_python_example_runs_alone(server_backend, tmp_path,
+                                         monkeypatch):
+    """Each block as a reader copies it: in a namespace of its own, so a
+    block that leans on another's imports, database or models fails."""
+    _require(MySQLBackend)                 # the ReconnectMixin example
     monkeypatch.chdir(tmp_path)            # examples may create files
     previous_sigterm = signal.getsignal(signal.SIGTERM)
-    namespace = {}
+    namespaces = []
     examples = python_examples()
     assert len(examples) >= 10
     try:
         for number, code in enumerate(examples, 1):
             code = _stand_in(code)
+            namespace = {'__name__': 'readme_example_%d' % number}
+            namespaces.append(namespace)
             try:
                 exec(compile(code, 'README example %d' % number, 'exec'),
                      namespace)
             except Exception as exc:
                 pytest.fail('README example %d failed: %r\n%s'
                             % (number, exc, code))
-        # The shutdown example's handler drains and closes the pool.
-        db = namespace['db']
+        # The shutdown example's handler drains and closes its pool.
+        shutdown = [ns for ns in namespaces if 'shutdown' in ns]
+        assert len(shutdown) == 1
+        db = shutdown[0]['db']
         db.connect()
-        namespace['shutdown'](signal.SIGTERM, None)
+        shutdown[0]['shutdown'](signal.SIGTERM, None)
         assert db.is_closed() and db.pool_stats()['open'] == 0
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        user = namespace.get('User')
-        if user is not None:
-            with user._meta.database.connection_context():
-                user._meta.database.drop_tables([user])
-        for value in namespace.values():
-            if isinstance(value, PooledDatabase):
-                value.close_all()
+        for namespace in namespaces:
+            user = namespace.get('User')
+            if user is not None:
+                with user._meta.database.connection_context():
+                    user._meta.database.drop_tables([user])
+            for value in namespace.values():
+                if isinstance(value, PooledDatabase):
+                    value.close_all()

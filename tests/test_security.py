@@ -7,8 +7,9 @@ import traceback
 import pytest
 
 import playhouse_pool as pp
-from conftest import (MySQLBackend, Psycopg2Backend, Psycopg3Backend,
-                      run_threads, settled, wait_until)
+from conftest import (MariaDBConnectorBackend, MySQLBackend,
+                      MySQLConnectorBackend, MySQLdbBackend, Psycopg2Backend,
+                      Psycopg3Backend, run_threads, settled, wait_until)
 
 SECRET = 'hunter2-s3cret'
 # Long enough that a refused connect is always retried (and the retry
@@ -122,12 +123,17 @@ MYSQL_STATE = {
 }
 
 
+MYSQL_BACKENDS = [MySQLBackend, MySQLdbBackend, MySQLConnectorBackend,
+                  MariaDBConnectorBackend]
+
+
 def session_cases():
     for cls in (Psycopg2Backend, Psycopg3Backend):
         for name in PG_STATE:
             yield pytest.param(cls, name, id='%s-%s' % (cls.name, name))
-    for name in MYSQL_STATE:
-        yield pytest.param(MySQLBackend, name, id='mysql-' + name)
+    for cls in MYSQL_BACKENDS:
+        for name in MYSQL_STATE:
+            yield pytest.param(cls, name, id='%s-%s' % (cls.name, name))
 
 
 @pytest.fixture
@@ -202,17 +208,24 @@ def test_reset_session_runs_outside_the_pool_lock(server_backend):
     assert seen == [False]
 
 
-@pytest.mark.parametrize('server_backend', [MySQLBackend], indirect=True)
+@pytest.mark.parametrize('server_backend', MYSQL_BACKENDS, indirect=True)
 def test_mysql_reset_session_keeps_what_was_set_at_connect(server_backend):
+    # peewee drops sql_mode for MariaDB Connector/Python (no such keyword).
+    takes_sql_mode = server_backend.name != 'mariadbconnector'
+    params = {'sql_mode': 'ANSI_QUOTES'} if takes_sql_mode else {}
     db = server_backend.make_db(max_connections=1, reset_session=True,
-                                sql_mode='ANSI_QUOTES',
-                                init_command="SET @pp_init = 'yes'")
+                                init_command="SET @pp_init = 'yes'",
+                                **params)
     for _ in range(2):
         with db.connection_context():
-            mode, init = db.execute_sql(
-                'SELECT @@SESSION.sql_mode, @pp_init').fetchone()
-            assert mode == 'ANSI_QUOTES' and init == 'yes'
+            mode, init, autocommit = db.execute_sql(
+                'SELECT @@SESSION.sql_mode, @pp_init, @@autocommit'
+            ).fetchone()
+            assert init == 'yes' and autocommit == 1
+            if takes_sql_mode:
+                assert mode == 'ANSI_QUOTES'
             db.execute_sql("SET @pp_init = 'changed'")
+            db.execute_sql('SET autocommit = 0')
     assert db.pool_stats()['created'] == 1
 
 
