@@ -106,6 +106,7 @@ MYSQLCLIENT_ONLY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.server
 def test_mysqlclient_alone_pools_rolls_back_and_resets(tmp_path):
     """peewee imported where pymysql cannot be: it picks MySQLdb, and
     PooledMySQLDatabase pools on it fully."""
