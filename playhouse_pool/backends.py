@@ -1,9 +1,11 @@
 """The pooled database classes, one small hook set per driver.
 
-Each backend answers four questions for the pool (see ``PooledDatabase``):
+Each backend answers five questions for the pool (see ``PooledDatabase``):
 is the connection dead by its local flags (``_is_closed``), which socket to
-probe (``_fileno``), does it answer a round trip (``_ping``), and can it be
-cleaned for reuse at check-in (``_can_reuse``).
+probe (``_fileno``), does it answer a round trip (``_ping``), can it be
+cleaned for reuse at check-in (``_can_reuse``), and does a checkout's failed
+first statement prove that it never ran (``_never_ran``, rules in
+recovery.py).
 """
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -12,6 +14,7 @@ from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
 from ._compat import PostgresqlExtDatabase, Psycopg3Database, SqliteExtDatabase
 from .pool import PooledDatabase
+from .recovery import psycopg2_never_ran, psycopg_never_ran, pymysql_never_ran
 
 # libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
 _PG_IDLE, _PG_UNKNOWN = 0, 4
@@ -56,6 +59,12 @@ class _PooledPostgresql(PooledDatabase):
 
     def _fileno(self, conn: Any) -> Optional[int]:
         return conn.fileno()
+
+    def _never_ran(self, conn: Any, error: BaseException,
+                   sql: Optional[str]) -> bool:
+        rule = (psycopg_never_ran if hasattr(conn, 'pgconn')
+                else psycopg2_never_ran)
+        return rule(conn, error, sql)
 
     def _ping(self, conn: Any) -> bool:
         try:
@@ -153,6 +162,10 @@ class _PooledMySQL(PooledDatabase):
     def _fileno(self, conn: Any) -> Optional[int]:
         sock = getattr(conn, '_sock', None)
         return sock.fileno() if sock is not None else None
+
+    def _never_ran(self, conn: Any, error: BaseException,
+                   sql: Optional[str]) -> bool:
+        return pymysql_never_ran(conn, error, sql)
 
     def _ping(self, conn: Any) -> bool:
         try:

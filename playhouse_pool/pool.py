@@ -37,6 +37,7 @@ from .errors import MaxConnectionsExceeded, PoolClosedError
 from .housekeeping import Housekeeper, tick_seconds
 from ._probe import Probe, probe_for
 from ._redact import redact
+from .recovery import PROVEN, UNPROVEN, FirstStatementRecovery
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -46,12 +47,6 @@ _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 
 # peewee's context manager that turns driver errors into peewee's.
 _driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
-
-if TYPE_CHECKING:
-    # The mixin is always combined with a peewee Database: type it as one.
-    _DatabaseBase = peewee.Database
-else:
-    _DatabaseBase = object
 
 # Connect errors worth another attempt inside the deadline: the server is
 # down, restarting or out of slots. Anything else (bad keyword, missing
@@ -72,7 +67,7 @@ _BACKOFF_CAP = 2.0
 class _PoolConnection:
     """One connection's life in the pool (idle in the heap or checked out)."""
     __slots__ = ('conn', 'key', 'opened', 'returned', 'checked_out', 'owner',
-                 'probe', 'stack', 'leak_reported', 'dirty')
+                 'probe', 'stack', 'leak_reported', 'dirty', 'fresh')
 
     def __init__(self, conn: Any, probe: Optional[Probe]) -> None:
         now = time.monotonic()
@@ -86,6 +81,7 @@ class _PoolConnection:
         self.stack: Optional[List[str]] = None   # only with leak_timeout
         self.leak_reported = False
         self.dirty = False       # reclaimed: the next taker resets it first
+        self.fresh = True        # never idle yet: no first-statement check
 
 
 class _Waiter:
@@ -182,7 +178,7 @@ if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class PooledDatabase(_DatabaseBase):
+class PooledDatabase(FirstStatementRecovery):
     """Mixin that gives a peewee ``Database`` class a connection pool.
 
     Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
@@ -222,7 +218,7 @@ class PooledDatabase(_DatabaseBase):
         self._housekeeper: Optional[Housekeeper] = None
         self._guards = threading.local()
         self._n_created = self._n_closed = self._n_checkouts = 0
-        self._n_timeouts = self._n_reclaimed = 0
+        self._n_timeouts = self._n_reclaimed = self._n_recovered = 0
         self._wait_total = 0.0
         _pools.add(self)
         super().__init__(database, **kwargs)
@@ -391,6 +387,9 @@ class PooledDatabase(_DatabaseBase):
         record = self._acquire(self._owner() if self.thread_safe else None)
         if self._pool_options.leak_timeout is not None:
             record.stack = _caller_stack()
+        # A connection that sat idle may have died unseen: its first
+        # statement is watched (recovery.py).
+        setattr(self._state, PROVEN, record.conn if record.fresh else UNPROVEN)
         return record.conn
 
     def _owner(self) -> threading.Thread:
@@ -705,6 +704,7 @@ class PooledDatabase(_DatabaseBase):
         # Under the lock: a usable connection goes to the first waiter, or
         # to the idle heap if nobody waits.
         record.stack = None
+        record.fresh = False
         if self._waiters:
             waiter = self._next_waiter()
             self._take(record, waiter.owner, now)
@@ -872,8 +872,9 @@ class PooledDatabase(_DatabaseBase):
         """A snapshot of the pool, cheap enough to call per request.
 
         ``open == in_use + idle``; ``created``, ``closed``, ``checkouts``,
-        ``timeouts``, ``reclaimed`` and ``wait_seconds`` (total seconds threads
-        spent waiting) only grow.
+        ``timeouts``, ``reclaimed``, ``recovered`` (statements run again on
+        another connection, recovery.py) and ``wait_seconds`` (total seconds
+        threads spent waiting) only grow.
         """
         with self._pool_lock:
             idle = len(self._connections)
@@ -889,8 +890,14 @@ class PooledDatabase(_DatabaseBase):
                 'checkouts': self._n_checkouts,
                 'timeouts': self._n_timeouts,
                 'reclaimed': self._n_reclaimed,
+                'recovered': self._n_recovered,
                 'wait_seconds': self._wait_total,
             }
+
+    def _count_recovered(self) -> None:
+        # recovery.py ran a checkout's first statement again.
+        with self._pool_lock:
+            self._n_recovered += 1
 
     def __repr__(self) -> str:
         stats = self.pool_stats()

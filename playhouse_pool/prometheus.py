@@ -22,6 +22,7 @@ it with a ``database`` label (the database name, password redacted):
 ``checkouts``         counter ``checkouts_total``
 ``timeouts``          counter ``timeouts_total``
 ``reclaimed``         counter ``connections_reclaimed_total``
+``recovered``         counter ``statements_recovered_total``
 ``wait_seconds``      counter ``wait_seconds_total``
 ===================== ======= ===========================================
 """
@@ -53,6 +54,9 @@ METRICS: Tuple[Tuple[str, str, str, str], ...] = (
      'Checkouts refused with MaxConnectionsExceeded.'),
     ('reclaimed', 'connections_reclaimed', 'counter',
      'Connections reclaimed from threads that ended without close().'),
+    ('recovered', 'statements_recovered', 'counter',
+     'First statements run again on another connection (the first one '
+     'was dead).'),
     ('wait_seconds', 'wait_seconds', 'counter',
      'Total seconds threads spent waiting for a connection.'),
 )

@@ -100,6 +100,12 @@ class Backend:
         """Terminate a connection server-side and wait until it is gone."""
         raise NotImplementedError
 
+    def kill_now(self, conn_id: int) -> None:
+        """Terminate a connection server-side without waiting: when this
+        returns, the server may not have acted on it yet (Postgres'
+        pg_terminate_backend only signals the backend)."""
+        raise NotImplementedError
+
     def server_ids(self) -> set:
         """Ids of the server's connections opened by this test's pools."""
         raise NotImplementedError
@@ -138,8 +144,11 @@ class PostgresBackend(Backend):
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT pg_backend_pid()').fetchone()[0]
 
-    def kill(self, conn_id: int) -> None:
+    def kill_now(self, conn_id: int) -> None:
         self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
+
+    def kill(self, conn_id: int) -> None:
+        self.kill_now(conn_id)
         wait_until(lambda: not self.admin_query(
             'SELECT 1 FROM pg_stat_activity WHERE pid = %s', (conn_id,)),
             what='backend %d to exit' % conn_id)
@@ -197,8 +206,11 @@ class MySQLBackend(Backend):
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT CONNECTION_ID()').fetchone()[0]
 
-    def kill(self, conn_id: int) -> None:
+    def kill_now(self, conn_id: int) -> None:
         self.admin_query('KILL %s', (conn_id,))
+
+    def kill(self, conn_id: int) -> None:
+        self.kill_now(conn_id)
         wait_until(lambda: not self.admin_query(
             'SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s',
             (conn_id,)), what='connection %d to end' % conn_id)
