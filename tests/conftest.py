@@ -70,12 +70,14 @@ class Backend:
         self._dbs: List[Any] = []
 
     # Databases
-    def make_db(self, **kwargs: Any) -> Any:
-        db = self._make_db(**kwargs)
+    def make_db(self, db_class: Any = None, **kwargs: Any) -> Any:
+        """A pooled database of this backend (of ``db_class``, a subclass
+        of its class, if given), closed at the end of the test."""
+        db = self._make_db(db_class or self.db_class, **kwargs)
         self._dbs.append(db)
         return db
 
-    def _make_db(self, **kwargs: Any) -> Any:
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -94,6 +96,11 @@ class Backend:
     # The server's view
     def conn_id(self, db: Any) -> int:
         """The server's id for this thread's connection of ``db``."""
+        raise NotImplementedError
+
+    def local_id(self, db: Any) -> int:
+        """The same id, as the driver learned it when it connected: no
+        statement is sent (the checkout's first stays to come)."""
         raise NotImplementedError
 
     def kill(self, conn_id: int) -> None:
@@ -125,11 +132,11 @@ class Backend:
 class PostgresBackend(Backend):
     server = 'postgres'
 
-    def _make_db(self, **kwargs: Any) -> Any:
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
         params = _url_kwargs(POSTGRES_URL)
         params.update(kwargs)
         params.setdefault('application_name', self.tag)
-        return self.db_class(params.pop('database'), **params)
+        return db_class(params.pop('database'), **params)
 
     @property
     def admin(self) -> Any:
@@ -143,6 +150,12 @@ class PostgresBackend(Backend):
 
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT pg_backend_pid()').fetchone()[0]
+
+    def local_id(self, db: Any) -> int:
+        conn = db._state.conn
+        if hasattr(conn, 'pgconn'):                     # psycopg 3
+            return conn.info.backend_pid
+        return conn.get_backend_pid()
 
     def kill_now(self, conn_id: int) -> None:
         self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
@@ -177,8 +190,9 @@ class Psycopg3Backend(PostgresBackend):
 class MySQLBackend(Backend):
     name = 'mysql'
     server = 'mysql'
+    db_class = pp.PooledMySQLDatabase
 
-    def _make_db(self, **kwargs: Any) -> Any:
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
         # A database of its own per test: the process list's DB column then
         # tells this test's connections apart from everyone else's.
         self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
@@ -188,7 +202,7 @@ class MySQLBackend(Backend):
         params['ssl_disabled'] = True
         params.update(kwargs)
         params['database'] = self.tag
-        return pp.PooledMySQLDatabase(params.pop('database'), **params)
+        return db_class(params.pop('database'), **params)
 
     def _drop(self) -> None:
         if self._dbs:
@@ -205,6 +219,9 @@ class MySQLBackend(Backend):
 
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT CONNECTION_ID()').fetchone()[0]
+
+    def local_id(self, db: Any) -> int:
+        return db._state.conn.thread_id()
 
     def kill_now(self, conn_id: int) -> None:
         self.admin_query('KILL %s', (conn_id,))
@@ -230,10 +247,10 @@ class SqliteBackend(Backend):
     name = 'sqlite'
     server = 'sqlite'
     kills = False
+    db_class = pp.PooledSqliteDatabase
 
-    def _make_db(self, **kwargs: Any) -> Any:
-        return pp.PooledSqliteDatabase(str(self.tmp_path / 'test.db'),
-                                       **kwargs)
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
+        return db_class(str(self.tmp_path / 'test.db'), **kwargs)
 
     def conn_id(self, db: Any) -> int:
         return id(db.connection())
