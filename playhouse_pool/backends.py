@@ -1,10 +1,12 @@
 """The pooled database classes, one small hook set per driver.
 
-Each backend answers four questions for the pool (see ``PooledDatabase``):
+Each backend answers five questions for the pool (see ``PooledDatabase``):
 is the connection dead by its local flags (``_is_closed``), which socket to
-probe (``_fileno``), does it answer a round trip (``_ping``), and can it be
-cleaned for reuse at check-in (``_can_reuse``). Postgres and SQLite answer
-here; the MySQL drivers differ more, and answer in _mysql.
+probe (``_fileno``), does it answer a round trip (``_ping``), can it be
+cleaned for reuse at check-in (``_can_reuse``), and does a checkout's failed
+first statement prove that it never ran (``_never_ran``, rules in
+recovery.py). Postgres and SQLite answer here; the MySQL drivers differ
+more, and answer in _mysql.
 """
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -18,6 +20,7 @@ from ._compat import (CockroachDatabase, CSqliteExtDatabase, CySqliteDatabase,
 from ._mysql import (SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS, Driver,
                      MARIADB, connector_connect_error, driver_of)
 from .pool import PooledDatabase
+from .recovery import psycopg2_never_ran, psycopg_never_ran, pymysql_never_ran
 
 # libpq's PQtransactionStatus values; psycopg2 and psycopg 3 share them.
 _PG_IDLE, _PG_UNKNOWN = 0, 4
@@ -65,6 +68,12 @@ class _PooledPostgresql(PooledDatabase):
 
     def _fileno(self, conn: Any) -> Optional[int]:
         return conn.fileno()
+
+    def _never_ran(self, conn: Any, error: BaseException,
+                   sql: Optional[str]) -> bool:
+        rule = (psycopg_never_ran if hasattr(conn, 'pgconn')
+                else psycopg2_never_ran)
+        return rule(conn, error, sql)
 
     def _ping(self, conn: Any) -> bool:
         try:
@@ -187,6 +196,10 @@ class _PooledMySQL(PooledDatabase):
 
     def _fileno(self, conn: Any) -> Optional[int]:
         return driver_of(conn).fileno(conn)
+
+    def _never_ran(self, conn: Any, error: BaseException,
+                   sql: Optional[str]) -> bool:
+        return pymysql_never_ran(conn, error, sql)
 
     def _ping(self, conn: Any) -> bool:
         try:

@@ -69,6 +69,7 @@ class Ledger(Sweeps):
         self._seq = itertools.count()
         self.n_created = self.n_closed = self.n_checkouts = 0
         self.n_timeouts = self.n_reclaimed = self.n_recycled = 0
+        self.n_recovered = 0
         self.wait_total = 0.0
 
     # -- Counting -----------------------------------------------------------
@@ -240,6 +241,7 @@ class Ledger(Sweeps):
                     now < record.expires or self._last_usable(record, now,
                                                               0)):
                 record.returned = now
+                record.fresh = False
                 self._give_back(record, now)
                 return []
             return [self._retire(record, now)]
@@ -253,6 +255,7 @@ class Ledger(Sweeps):
             self._take(record, waiter.owner, now)
             waiter.hand(record)
         else:
+            record.fresh = False
             heapq.heappush(self.idle, (record.opened, next(self._seq),
                                        record))
         if self.draining or self.warming:
@@ -509,5 +512,6 @@ class Ledger(Sweeps):
                 'timeouts': self.n_timeouts,
                 'reclaimed': self.n_reclaimed,
                 'recycled': self.n_recycled,
+                'recovered': self.n_recovered,
                 'wait_seconds': self.wait_total,
             }

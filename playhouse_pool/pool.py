@@ -36,6 +36,7 @@ from .context import ExecutionContext
 from .errors import ConfigureError, MaxConnectionsExceeded
 from .ledger import Ledger
 from .records import Jobs, PoolConnection, Waiter
+from .recovery import PROVEN, UNPROVEN, FirstStatementRecovery
 from .workers import Housekeeper, Workers, housekeep, log_reclaimed
 
 logger = logging.getLogger('playhouse_pool')
@@ -47,14 +48,7 @@ _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 # peewee's context manager that turns driver errors into peewee's.
 _driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 
-if TYPE_CHECKING:
-    # The mixin is always combined with a peewee Database: type it as one.
-    _DatabaseBase = peewee.Database
-else:
-    _DatabaseBase = object
-
-
-class PooledDatabase(_DatabaseBase):
+class PooledDatabase(FirstStatementRecovery):
     """Mixin that gives a peewee ``Database`` class a connection pool.
 
     Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
@@ -278,6 +272,10 @@ class PooledDatabase(_DatabaseBase):
             got = self._checkout_slowly(owner, now, None)
         if self._pool_options.leak_timeout is not None:
             got.stack = _caller_stack()
+        # A connection that sat idle may have died unseen: its first
+        # statement is watched (recovery.py); a new one has just proven
+        # itself.
+        setattr(self._state, PROVEN, got.conn if got.fresh else UNPROVEN)
         return got.conn
 
     def _checkout_slowly(self, owner: Optional[threading.Thread],
@@ -574,10 +572,16 @@ class PooledDatabase(_DatabaseBase):
         """A snapshot of the pool, cheap enough to call per request.
 
         ``open == in_use + idle``; ``created``, ``closed``, ``checkouts``,
-        ``timeouts``, ``reclaimed``, ``recycled`` and ``wait_seconds`` (total
-        seconds threads spent waiting) only grow.
+        ``timeouts``, ``reclaimed``, ``recycled``, ``recovered`` (statements
+        run again on another connection, recovery.py) and ``wait_seconds``
+        (total seconds threads spent waiting) only grow.
         """
         return self._ledger.stats()
+
+    def _count_recovered(self) -> None:
+        # recovery.py ran a checkout's first statement again.
+        with self._ledger.lock:
+            self._ledger.n_recovered += 1
 
     def __repr__(self) -> str:
         stats = self.pool_stats()

@@ -23,6 +23,7 @@ it with a ``database`` label (the database name, password redacted):
 ``timeouts``          counter ``timeouts_total``
 ``reclaimed``         counter ``connections_reclaimed_total``
 ``recycled``          counter ``connections_recycled_total``
+``recovered``         counter ``statements_recovered_total``
 ``wait_seconds``      counter ``wait_seconds_total``
 ===================== ======= ===========================================
 """
@@ -56,6 +57,9 @@ METRICS: Tuple[Tuple[str, str, str, str], ...] = (
      'Connections reclaimed from threads that ended without close().'),
     ('recycled', 'connections_recycled', 'counter',
      'Connections replaced because recycle() was called.'),
+    ('recovered', 'statements_recovered', 'counter',
+     'First statements run again on another connection (the first one '
+     'was dead).'),
     ('wait_seconds', 'wait_seconds', 'counter',
      'Total seconds threads spent waiting for a connection.'),
 )

@@ -18,7 +18,8 @@ Owner = Optional[threading.Thread]
 class PoolConnection:
     """One connection's life in the pool."""
     __slots__ = ('conn', 'key', 'opened', 'lifetime', 'expires', 'returned',
-                 'checked_out', 'owner', 'probe', 'stack', 'leak_reported')
+                 'checked_out', 'owner', 'probe', 'stack', 'leak_reported',
+                 'fresh')
 
     def __init__(self, conn: Any, probe: Any, stale: Optional[float],
                  now: float) -> None:
@@ -35,6 +36,9 @@ class PoolConnection:
         self.probe = probe        # readability of its socket, or None
         self.stack: Optional[List[str]] = None   # only with leak_timeout
         self.leak_reported = False
+        # Handed straight from its connect to a checkout: it has just proven
+        # itself, so its first statement is not watched (recovery.py).
+        self.fresh = True
 
     def set_age_limit(self, stale: Optional[float]) -> None:
         self.expires = (math.inf if stale is None

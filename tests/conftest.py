@@ -84,12 +84,14 @@ class Backend:
         self._dbs: List[Any] = []
 
     # Databases
-    def make_db(self, **kwargs: Any) -> Any:
-        db = self._make_db(**kwargs)
+    def make_db(self, db_class: Any = None, **kwargs: Any) -> Any:
+        """A pooled database of this backend (of ``db_class``, a subclass
+        of its class, if given), closed at the end of the test."""
+        db = self._make_db(db_class or self.db_class, **kwargs)
         self._dbs.append(db)
         return db
 
-    def _make_db(self, **kwargs: Any) -> Any:
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -110,8 +112,19 @@ class Backend:
         """The server's id for this thread's connection of ``db``."""
         raise NotImplementedError
 
+    def local_id(self, db: Any) -> int:
+        """The same id, as the driver learned it when it connected: no
+        statement is sent (the checkout's first stays to come)."""
+        raise NotImplementedError
+
     def kill(self, conn_id: int) -> None:
         """Terminate a connection server-side and wait until it is gone."""
+        raise NotImplementedError
+
+    def kill_now(self, conn_id: int) -> None:
+        """Terminate a connection server-side without waiting: when this
+        returns, the server may not have acted on it yet (Postgres'
+        pg_terminate_backend only signals the backend)."""
         raise NotImplementedError
 
     def server_ids(self) -> set:
@@ -133,11 +146,11 @@ class Backend:
 class PostgresBackend(Backend):
     server = 'postgres'
 
-    def _make_db(self, **kwargs: Any) -> Any:
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
         params = _url_kwargs(POSTGRES_URL)
         params.update(kwargs)
         params.setdefault('application_name', self.tag)
-        return self.db_class(params.pop('database'), **params)
+        return db_class(params.pop('database'), **params)
 
     @property
     def admin(self) -> Any:
@@ -152,8 +165,17 @@ class PostgresBackend(Backend):
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT pg_backend_pid()').fetchone()[0]
 
-    def kill(self, conn_id: int) -> None:
+    def local_id(self, db: Any) -> int:
+        conn = db._state.conn
+        if hasattr(conn, 'pgconn'):                     # psycopg 3
+            return conn.info.backend_pid
+        return conn.get_backend_pid()
+
+    def kill_now(self, conn_id: int) -> None:
         self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
+
+    def kill(self, conn_id: int) -> None:
+        self.kill_now(conn_id)
         wait_until(lambda: not self.admin_query(
             'SELECT 1 FROM pg_stat_activity WHERE pid = %s', (conn_id,)),
             what='backend %d to exit' % conn_id)
@@ -188,7 +210,7 @@ class MySQLBackend(Backend):
     # GIL); the loopback test server gains nothing from it.
     driver_params: Dict[str, Any] = {'ssl_disabled': True}
 
-    def _make_db(self, **kwargs: Any) -> Any:
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
         # A database of its own per test: the process list's DB column then
         # tells this test's connections apart from everyone else's.
         self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
@@ -196,7 +218,7 @@ class MySQLBackend(Backend):
         params.update(self.driver_params)
         params.update(kwargs)
         params['database'] = self.tag
-        return self.db_class(params.pop('database'), **params)
+        return db_class(params.pop('database'), **params)
 
     def _drop(self) -> None:
         if self._dbs:
@@ -215,8 +237,14 @@ class MySQLBackend(Backend):
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT CONNECTION_ID()').fetchone()[0]
 
-    def kill(self, conn_id: int) -> None:
+    def local_id(self, db: Any) -> int:
+        return db._state.conn.thread_id()
+
+    def kill_now(self, conn_id: int) -> None:
         self.admin_query('KILL %s', (conn_id,))
+
+    def kill(self, conn_id: int) -> None:
+        self.kill_now(conn_id)
         wait_until(lambda: not self.admin_query(
             'SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s',
             (conn_id,)), what='connection %d to end' % conn_id)
@@ -272,8 +300,8 @@ class SqliteBackend(Backend):
     kills = False
     db_class: Any = pp.PooledSqliteDatabase
 
-    def _make_db(self, **kwargs: Any) -> Any:
-        return self.db_class(str(self.tmp_path / 'test.db'), **kwargs)
+    def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
+        return db_class(str(self.tmp_path / 'test.db'), **kwargs)
 
     def conn_id(self, db: Any) -> int:
         return id(db.connection())

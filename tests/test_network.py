@@ -20,9 +20,9 @@ def proxied(server_backend):
     proxy = LatencyProxy(parsed.hostname, parsed.port or (
         5432 if server_backend.server == 'postgres' else 3306)).start()
 
-    def make_db(**kwargs):
-        return server_backend.make_db(host='127.0.0.1', port=proxy.port,
-                                      **kwargs)
+    def make_db(db_class=None, **kwargs):
+        return server_backend.make_db(db_class, host='127.0.0.1',
+                                      port=proxy.port, **kwargs)
     try:
         yield server_backend, proxy, make_db
     finally:

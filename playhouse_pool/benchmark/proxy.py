@@ -9,9 +9,11 @@ except as told otherwise::
         db = PooledPostgresqlDatabase('test', host='127.0.0.1',
                                       port=proxy.port)
         proxy.cut_all()       # every proxied connection drops now
+        proxy.reset_all()     # ... and its client gets a reset (RST)
         proxy.hang(True)      # the network stops moving bytes
         proxy.refuse = True   # new clients are closed at once
         proxy.bytes_to_server # bytes forwarded client -> server, so far
+        proxy.lose_replies()  # requests reach the server, replies are lost
 
 Each client gets its own threads: one that waits ``connect_delay`` and
 connects upstream, then pumps one direction, and one more that pumps the
@@ -34,13 +36,14 @@ _UPSTREAM_CONNECT_SECONDS = 10.0
 
 class _Link:
     """One proxied client and, once connected, its upstream socket."""
-    __slots__ = ('client', 'upstream', 'cut', 'pumps')
+    __slots__ = ('client', 'upstream', 'cut', 'pumps', 'lose_replies')
 
     def __init__(self, client: socket.socket) -> None:
         self.client = client
         self.upstream: Optional[socket.socket] = None
         self.cut = False
         self.pumps = 0
+        self.lose_replies = False
 
     def shut(self) -> None:
         # shutdown() rather than close(): it wakes a thread blocked in recv()
@@ -66,9 +69,13 @@ class LatencyProxy:
     upstream connection; clients wait in parallel, so N simultaneous
     connects take about one delay. ``refuse`` (settable) closes new clients
     at once; ``hang(True)`` stops all traffic and upstream connects until
-    ``hang(False)``; ``cut_all()`` drops every proxied connection.
-    ``bytes_to_server`` and ``bytes_to_client`` count the bytes forwarded
-    each way, over all connections, since ``start()``.
+    ``hang(False)``; ``cut_all()`` drops every proxied connection,
+    ``reset_all()`` too, with a reset to each client; after
+    ``lose_replies()`` what the server sends on a connection open then is
+    dropped and the connection cut: the client's request reached the server,
+    the client sees an EOF instead of the reply. ``bytes_to_server`` and
+    ``bytes_to_client`` count the bytes forwarded each way, over all
+    connections, since ``start()``.
     """
 
     def __init__(self, target_host: str, target_port: int,
@@ -121,6 +128,25 @@ class LatencyProxy:
         with self._cond:
             self._shut_links()
             self._cond.notify_all()
+
+    def reset_all(self) -> None:
+        """As ``cut_all()``, but each client gets a reset (RST), as from a
+        host that went away or a middlebox that forgot the connection: its
+        next send fails."""
+        with self._cond:
+            for link in self._links:
+                # Linger 0: the close that ends the link sends the reset.
+                link.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack('ii', 1, 0))
+            self._shut_links()
+            self._cond.notify_all()
+
+    def lose_replies(self) -> None:
+        """From now on, the server's replies on every connection open now
+        are dropped, and the connection cut at the first one."""
+        with self._cond:
+            for link in self._links:
+                link.lose_replies = True
 
     def hang(self, on: bool) -> None:
         """While on, accept clients but connect none upstream and forward
@@ -259,7 +285,7 @@ class LatencyProxy:
         try:
             while True:
                 data = src.recv(_CHUNK)
-                if not data or not self._flowing(link):
+                if not data or not self._flowing(link, src):
                     break
                 # Counted before it is sent: by the time the far side
                 # has the bytes (or its answer to them), they are counted.
@@ -275,11 +301,15 @@ class LatencyProxy:
                 link.shut()
             self._pump_done(link)
 
-    def _flowing(self, link: _Link) -> bool:
-        """Wait out a hang; False if the link was cut meanwhile."""
+    def _flowing(self, link: _Link, src: socket.socket) -> bool:
+        """Wait out a hang; then True if what ``src`` sent goes on; False
+        if the link was cut meanwhile, or ``src`` is the server and its
+        replies are lost."""
         with self._cond:
             self._cond.wait_for(lambda: link.cut or not self._hung)
-            return not link.cut
+            if link.cut:
+                return False
+            return src is not link.upstream or not link.lose_replies
 
     def _pump_done(self, link: _Link, count: int = 1) -> None:
         with self._cond:

@@ -1,0 +1,329 @@
+"""A checkout's first statement is its liveness check (DESIGN.md rule 3).
+
+The readability probe at checkout sees every death the server has already
+announced (a FATAL message, an EOF). No probe sees one the server has not
+acted on yet: ``pg_terminate_backend()`` returns before the backend has
+handled its signal, and a server shutting down reaches its idle backends one
+by one. A connection in that window passes the probe and fails its first
+statement. So that statement is watched: if its error proves the server
+never acted on it, the pool retires the connection, checks out another
+(idle or new, as any checkout, within ``timeout``) and runs the statement
+there, once. Everything else is raised exactly as before.
+
+When a statement is run again (all of these, or it is not):
+
+1. It is the first statement of a checkout, run through peewee
+   (``execute_sql()``, so any query, or the ``BEGIN`` of ``atomic()`` and
+   ``transaction()``, which peewee sends through ``begin()``), of a
+   connection that sat idle in the pool. A new connection has just proven
+   itself; and after a first statement, the session may hold state (``SET``,
+   temporary tables) that another connection would not have.
+2. No transaction is open: peewee's transaction stack is empty. (The
+   ``BEGIN`` that opens one qualifies: nothing has run in it yet.)
+3. The driver's error proves that the statement had no effect on the
+   server (``_never_ran``, one hook per backend, rules below).
+4. No outer retry is under way: a ``ReconnectMixin`` placed before the pool
+   class retries from inside its ``except`` block, and the two never both
+   retry one statement (see ``FirstStatementRecovery``).
+
+What proves that a statement had no effect (measured against PostgreSQL 15
+and MariaDB 10.11 by killing connections at the moment of their checkout):
+
+* Postgres, both drivers: a FATAL with SQLSTATE 57P01 (admin_shutdown:
+  ``pg_terminate_backend``, a server shutdown, the postmaster gone) or 57P05
+  (idle-session timeout). The backend raises those from an interrupt check;
+  between the commit of a statement's transaction and the message that
+  reports it complete there is none, so a FATAL that takes the place of
+  that report means the transaction was rolled back. It proves nothing for
+  a statement that commits part-way by itself (``CALL`` of a procedure that
+  commits, ``VACUUM``, ``CREATE INDEX CONCURRENTLY``, several statements in
+  one string), so only a single statement that opens with a keyword of a
+  one-transaction statement qualifies (``_ONE_TRANSACTION``). psycopg 3
+  raises ``AdminShutdown`` itself; psycopg2 keeps only libpq's last result
+  (the EOF after the FATAL, no SQLSTATE), so for it the FATAL is read from
+  the connection's error text: English server messages only (``lc_messages``
+  C or en), other languages are never matched, so never retried.
+* Postgres: a connection already closed when the statement came (psycopg2
+  ``InterfaceError``, psycopg 3 "the connection is closed"): nothing was
+  sent.
+* pymysql: error 2006 "MySQL server has gone away", which pymysql raises
+  only when sending the command failed: the server never had the whole
+  command (unless the connection allows ``LOAD DATA LOCAL``, whose file is
+  sent after the command: then never); and ``InterfaceError(0, '')``, raised
+  before sending on a closed connection.
+
+Not proof, raised as before: an EOF or a reset while waiting for the reply
+(the server may have run and committed the statement, then died before
+answering; a proxy cutting the connection looks the same), so pymysql's 2013
+and libpq's bare "server closed the connection unexpectedly"; libpq also
+reports a failed send that way, so for psycopg it is not proof either;
+57P02 (crash shutdown: sent from a signal handler, possibly after the
+commit); a statement timeout; any SQL error. MariaDB's ``KILL`` closes the
+socket before it returns, so the probe at checkout already catches it.
+
+Known limit: a connection that ``LISTEN``\\s handles notifications just
+before reporting a statement complete; a kill landing there, after the
+commit, is reported as the same FATAL. Pooled connections rarely listen.
+"""
+import logging
+import re
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+import peewee
+from playhouse.shortcuts import ReconnectMixin
+
+from ._redact import redact
+
+logger = logging.getLogger('playhouse_pool.recovery')
+
+if TYPE_CHECKING:
+    _DatabaseBase = peewee.Database
+else:
+    _DatabaseBase = object
+
+# peewee's per-thread state (``db._state``) holds, under this name, the
+# connection of the current checkout once it has proven itself (it was new,
+# or its first statement ran); anything else there (this marker, an older
+# connection) means the next statement is the checkout's first.
+# connect() sets it (pool.py, _checkout); the check per statement is one
+# identity test.
+PROVEN = 'pool_proven'
+UNPROVEN = object()
+
+# Where ReconnectMixin is outside the pool: the error of a statement the
+# pool has already run again, until ReconnectMixin has seen it.
+_RETRIED = 'pool_retried'
+
+# Postgres statements whose effects all live in one transaction, by their
+# first keyword: a FATAL admin shutdown proves that they left nothing.
+_ONE_TRANSACTION = re.compile(
+    r'\s*(?:SELECT|INSERT|UPDATE|DELETE|MERGE|WITH|VALUES|TABLE|SHOW|SET'
+    r'|RESET|BEGIN|START|TRUNCATE|EXPLAIN)\b', re.IGNORECASE)
+
+# SQLSTATEs of the FATAL a backend sends when it ends from an interrupt
+# check, and the English text libpq gives psycopg2 for them.
+_PG_ENDED = frozenset(('57P01', '57P05'))
+_PG_ENDED_TEXT = tuple('FATAL:  terminating connection due to %s\n' % why
+                       for why in ('administrator command',
+                                   'unexpected postmaster exit',
+                                   'idle-session timeout'))
+
+_MYSQL_SERVER_GONE = 2006        # pymysql: CR_SERVER_GONE_ERROR, send failed
+_MYSQL_LOCAL_FILES = 0x80        # CLIENT_LOCAL_FILES: LOAD DATA LOCAL
+
+
+class FirstStatementRecovery(_DatabaseBase):
+    """The first-statement check, as peewee ``Database`` method overrides
+    (a base of ``PooledDatabase``; see the module docstring for the rule).
+
+    With ``playhouse.shortcuts.ReconnectMixin`` placed before the pool class
+    (``class DB(ReconnectMixin, PooledPostgresqlDatabase)``, the order
+    peewee documents), ReconnectMixin retries from inside its ``except``
+    block, so a first statement run while an exception is being handled is
+    not run again by the pool; and when the pool has run a statement again
+    and that failed too, ReconnectMixin's check ``in_transaction()`` answers
+    True for that error, so ReconnectMixin raises it instead of running the
+    statement a third time. Placed after (``class DB(PooledDatabase,
+    ReconnectMixin, PostgresqlDatabase)``), ReconnectMixin runs inside the
+    pool's watch: a statement it retried has a new connection, which the
+    pool leaves alone.
+    """
+
+    if TYPE_CHECKING:
+        _state: Any
+
+        def _discard_checked_out(self, conn: Any) -> None: ...
+        def _count_recovered(self) -> None: ...
+
+    # True where a ReconnectMixin comes before this class in the MRO.
+    _reconnect_outside = False
+
+    def _never_ran(self, conn: Any, error: BaseException,
+                   sql: Optional[str]) -> bool:
+        """Backend hook: True only if ``error``, the driver's exception from
+        a checkout's first statement on ``conn``, proves that the statement
+        had no effect on the server (``sql`` is None for peewee's BEGIN).
+        When in doubt, False: the error is raised as it is."""
+        return False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        cls._reconnect_outside = (
+            ReconnectMixin in mro and mro.index(ReconnectMixin)
+            < mro.index(FirstStatementRecovery))
+
+    def execute_sql(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        state = self._state
+        if state.conn is getattr(state, PROVEN, UNPROVEN):
+            return super().execute_sql(sql, *args, **kwargs)
+        return _first_statement(self, super().execute_sql, sql,
+                                (sql,) + args, kwargs)
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        # peewee sends BEGIN on a cursor of its own, not through execute_sql.
+        state = self._state
+        if state.conn is getattr(state, PROVEN, UNPROVEN):
+            return super().begin(*args, **kwargs)
+        return _first_statement(self, super().begin, None, args, kwargs)
+
+    def connection(self) -> Any:
+        """The driver's connection. Whatever runs on it is out of the pool's
+        sight, so the checkout's later statements are not watched."""
+        conn = super().connection()
+        setattr(self._state, PROVEN, conn)
+        return conn
+
+    def in_transaction(self) -> bool:
+        if self._reconnect_outside:
+            state = self._state
+            retried = getattr(state, _RETRIED, None)
+            if retried is not None:
+                setattr(state, _RETRIED, None)
+                if sys.exc_info()[1] is retried:
+                    # ReconnectMixin, about to retry what the pool already
+                    # ran again: its rule for transactions makes it raise.
+                    return True
+        return super().in_transaction()
+
+
+def _first_statement(db: Any, run: Callable[..., Any], sql: Optional[str],
+                     args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """Run a checkout's first statement; again, once, on another connection
+    if it failed on a connection that was dead before it reached the
+    server. ``sql`` is None for peewee's BEGIN."""
+    state = db._state
+    if state.closed:
+        if not db.autoconnect:
+            return run(*args, **kwargs)        # peewee's error, as before
+        db.connect()                           # as peewee would, but seen
+        if state.conn is getattr(state, PROVEN, UNPROVEN):
+            return run(*args, **kwargs)        # a new connection
+    conn = state.conn
+    # From here on the checkout's statements are not its first, whatever
+    # this one does (a statement a layer below runs is not watched twice).
+    setattr(state, PROVEN, conn)
+    if state.transactions or (db._reconnect_outside
+                              and sys.exc_info()[1] is not None):
+        return run(*args, **kwargs)
+    try:
+        result = run(*args, **kwargs)
+    except Exception as exc:
+        # A layer below (ReconnectMixin) that replaced the connection has
+        # retried already.
+        if state.conn is not conn or not db._never_ran(
+                conn, _driver_error(exc), sql):
+            raise
+        _replace(db, conn, exc)
+    else:
+        if state.conn is not conn and state.conn is not None:
+            setattr(state, PROVEN, state.conn)   # ReconnectMixin's, proven
+        return result
+    try:
+        return run(*args, **kwargs)
+    except Exception as exc:
+        if db._reconnect_outside:
+            setattr(state, _RETRIED, exc)
+        raise
+
+
+def _replace(db: Any, conn: Any, exc: BaseException) -> None:
+    """Retire this thread's dead connection and check out another in its
+    place; peewee's open blocks (``with db:``) go on on the new one. The
+    checkout's error, if none can be had, is raised (chained to ``exc``)."""
+    state = db._state
+    blocks = state.ctx
+    state.reset()
+    db._discard_checked_out(conn)
+    state.ctx = blocks
+    db.connect()
+    setattr(state, PROVEN, state.conn)
+    db._count_recovered()
+    logger.info('Connection %x was dead before its first statement reached '
+                'the server (%s); running the statement on connection %x.',
+                id(conn), redact(_describe(exc)), id(state.conn))
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    # peewee wraps the driver's error (keeping it as ``orig``); peewee 3.17
+    # passes psycopg 3's through unwrapped.
+    orig = getattr(exc, 'orig', None)
+    return orig if isinstance(orig, BaseException) else exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return '%s: %s' % (type(exc).__name__, text[0] if text else '')
+
+
+def _named(error: BaseException, name: str) -> bool:
+    """``error`` is of the DB-API class ``name`` (any driver's)."""
+    return any(cls.__name__ == name for cls in type(error).__mro__)
+
+
+def _driver(error: BaseException) -> str:
+    return type(error).__module__.partition('.')[0]
+
+
+def _one_transaction(sql: Optional[str]) -> bool:
+    """A single Postgres statement that commits (or not) as a whole."""
+    if sql is None:                            # peewee's BEGIN
+        return True
+    if not isinstance(sql, str):
+        return False
+    body = sql.rstrip().rstrip(';')
+    return ';' not in body and _ONE_TRANSACTION.match(body) is not None
+
+
+def _severity(error: BaseException) -> Optional[str]:
+    diag = getattr(error, 'diag', None)
+    return (getattr(diag, 'severity_nonlocalized', None)
+            or getattr(diag, 'severity', None))
+
+
+def psycopg2_never_ran(conn: Any, error: BaseException,
+                       sql: Optional[str]) -> bool:
+    """The rule for psycopg2 (see the module docstring)."""
+    if _driver(error) != 'psycopg2' or not conn.closed:
+        return False
+    if _named(error, 'InterfaceError'):
+        return True                  # "connection already closed": unsent
+    if not _named(error, 'OperationalError'):
+        return False
+    code = getattr(error, 'pgcode', None)
+    if code is not None:
+        ended = code in _PG_ENDED and _severity(error) == 'FATAL'
+    else:
+        try:
+            text = conn.info.error_message or ''
+        except Exception:
+            return False
+        ended = text.startswith(_PG_ENDED_TEXT)
+    return ended and _one_transaction(sql)
+
+
+def psycopg_never_ran(conn: Any, error: BaseException,
+                      sql: Optional[str]) -> bool:
+    """The rule for psycopg 3 (see the module docstring)."""
+    if _driver(error) != 'psycopg' or not conn.closed:
+        return False
+    code = getattr(error, 'sqlstate', None)
+    if code is None:
+        return (_named(error, 'OperationalError')
+                and str(error) == 'the connection is closed')
+    return (code in _PG_ENDED and _severity(error) == 'FATAL'
+            and _one_transaction(sql))
+
+
+def pymysql_never_ran(conn: Any, error: BaseException,
+                      sql: Optional[str]) -> bool:
+    """The rule for pymysql (see the module docstring)."""
+    if _driver(error) != 'pymysql':
+        return False
+    args = error.args
+    if _named(error, 'InterfaceError'):
+        return args == (0, '')                 # closed: nothing sent
+    return (_named(error, 'OperationalError') and bool(args)
+            and args[0] == _MYSQL_SERVER_GONE
+            and not (getattr(conn, 'client_flag', 0) & _MYSQL_LOCAL_FILES))
