@@ -34,6 +34,7 @@ from peewee import InterfaceError, OperationalError
 from ._options import PoolOptions, pop_options, seconds
 from .context import ExecutionContext
 from .errors import MaxConnectionsExceeded, PoolClosedError
+from .events import PoolEvents
 from .housekeeping import Housekeeper, tick_seconds
 from ._probe import Probe, probe_for
 from ._redact import redact
@@ -224,6 +225,9 @@ class PooledDatabase(_DatabaseBase):
         self._n_created = self._n_closed = self._n_checkouts = 0
         self._n_timeouts = self._n_reclaimed = 0
         self._wait_total = 0.0
+        self._use_total = self._connect_total = 0.0
+        self._n_connect_errors = 0
+        self._events = PoolEvents()       # listeners: the metrics collectors
         _pools.add(self)
         super().__init__(database, **kwargs)
 
@@ -388,7 +392,11 @@ class PooledDatabase(_DatabaseBase):
     # -- Checkout -----------------------------------------------------------
 
     def _checkout(self) -> Any:
-        record = self._acquire(self._owner() if self.thread_safe else None)
+        start = time.monotonic()
+        record = self._acquire(self._owner() if self.thread_safe else None,
+                               start)
+        if self._events.listeners:
+            self._events.checkout(time.monotonic() - start)
         if self._pool_options.leak_timeout is not None:
             record.stack = _caller_stack()
         return record.conn
@@ -402,8 +410,9 @@ class PooledDatabase(_DatabaseBase):
             guard = self._guards.guard = _ThreadGuard(self)
         return guard.thread
 
-    def _acquire(self, owner: Optional[threading.Thread]) -> _PoolConnection:
-        start = now = time.monotonic()
+    def _acquire(self, owner: Optional[threading.Thread],
+                 start: float) -> _PoolConnection:
+        now = start
         while True:
             record = waiter = reclaimed = None
             # ``with``, not acquire() then try: a signal handler that raises
@@ -488,12 +497,16 @@ class PooledDatabase(_DatabaseBase):
         # Under the pool lock, with no idle connection and no free slot.
         if options.wait_seconds is None:
             self._n_timeouts += 1
+            if self._events.listeners:
+                self._events.timeout()
             raise MaxConnectionsExceeded(
                 'Exceeded maximum connections (max_connections=%s, all in '
                 'use; set timeout to wait for one).' % options.max_connections)
         if (options.max_waiting is not None
                 and len(self._waiters) >= options.max_waiting):
             self._n_timeouts += 1
+            if self._events.listeners:
+                self._events.timeout()
             raise MaxConnectionsExceeded(
                 'Exceeded maximum connections: max_waiting=%d threads are '
                 'already waiting.' % options.max_waiting)
@@ -516,6 +529,8 @@ class PooledDatabase(_DatabaseBase):
                     self._waiters.remove(waiter)
                     self._n_timeouts += 1
                     self._wait_total += time.monotonic() - waiter.since
+                    if self._events.listeners:
+                        self._events.timeout()
                     raise MaxConnectionsExceeded(
                         'Exceeded maximum connections, timed out after %ss '
                         'waiting for a connection (max_connections=%s).'
@@ -586,7 +601,7 @@ class PooledDatabase(_DatabaseBase):
         """Open a connection in a slot this thread reserved; publish it as
         checked out. On failure the slot is freed (to a waiter, if any)."""
         try:
-            conn = self._open(deadline)
+            conn, took = self._open(deadline)
         except BaseException:
             with self._pool_lock:
                 self._free_slots(1)
@@ -601,20 +616,30 @@ class PooledDatabase(_DatabaseBase):
         with self._pool_lock:
             self._reserved -= 1
             self._n_created += 1
+            self._connect_total += took
             self._take(record, owner, time.monotonic())
+        if self._events.listeners:
+            self._events.connected(took)
         logger.debug('Opened connection %x.', record.key)
         self._start_housekeeping()
         return record
 
-    def _open(self, deadline: Optional[float]) -> Any:
+    def _open(self, deadline: Optional[float]) -> Tuple[Any, float]:
         """Open a raw connection; with a deadline, retry failures with capped
-        exponential backoff and jitter until it passes."""
+        exponential backoff and jitter until it passes. Returns it and the
+        seconds its (successful) attempt took."""
         attempt = 0
         while True:
+            began = time.monotonic()
             try:
                 with _driver_errors:
-                    return self._connect()
+                    conn = self._connect()
+                return conn, time.monotonic() - began
             except Exception as exc:
+                with self._pool_lock:
+                    self._n_connect_errors += 1
+                if self._events.listeners:
+                    self._events.connect_failed()
                 if deadline is None or not _retryable(exc):
                     raise
                 attempt += 1
@@ -664,6 +689,8 @@ class PooledDatabase(_DatabaseBase):
         self._close_raw(record.conn)
         with self._pool_lock:
             self._n_closed += 1
+        if self._events.listeners:
+            self._events.closed(1)
         return True
 
     def _free_slots(self, count: int) -> None:
@@ -692,6 +719,9 @@ class PooledDatabase(_DatabaseBase):
                 # Closed by the pool while held (close_all, close_stale).
                 self._closed_keys.pop(id(conn), None)
                 return
+            self._use_total += now - record.checked_out
+            if self._events.listeners:
+                self._events.checkin(now - record.checked_out)
             if (reusable and (stale is None or now - record.opened <= stale)
                     and not (self._shrinking and self._still_shrinking(1))):
                 record.returned = now
@@ -742,7 +772,11 @@ class PooledDatabase(_DatabaseBase):
             del self._in_use[record.key]
             record.dirty = True
             self._n_reclaimed += 1
-            self._give_back(record, time.monotonic())
+            now = time.monotonic()
+            self._use_total += now - record.checked_out
+            if self._events.listeners:
+                self._events.checkin(now - record.checked_out)
+            self._give_back(record, now)
         for key, holder in list(self._closed_keys.items()):
             if gone(holder):
                 del self._closed_keys[key]
@@ -830,6 +864,8 @@ class PooledDatabase(_DatabaseBase):
         with self._pool_lock:
             self._n_closed += len(records)
             self._free_slots(len(records))
+        if records and self._events.listeners:
+            self._events.closed(len(records))
 
     def _next_waiter(self) -> _Waiter:
         # Under the lock: the first waiter leaves the queue, served now.
@@ -872,8 +908,11 @@ class PooledDatabase(_DatabaseBase):
         """A snapshot of the pool, cheap enough to call per request.
 
         ``open == in_use + idle``; ``created``, ``closed``, ``checkouts``,
-        ``timeouts``, ``reclaimed`` and ``wait_seconds`` (total seconds threads
-        spent waiting) only grow.
+        ``timeouts``, ``reclaimed``, ``wait_seconds`` (total seconds threads
+        spent waiting), ``use_seconds`` (total seconds connections were held,
+        counted at check-in), ``connect_seconds`` (total seconds the connects
+        that succeeded took) and ``connect_errors`` (failed connect attempts,
+        retries included) only grow.
         """
         with self._pool_lock:
             idle = len(self._connections)
@@ -890,6 +929,9 @@ class PooledDatabase(_DatabaseBase):
                 'timeouts': self._n_timeouts,
                 'reclaimed': self._n_reclaimed,
                 'wait_seconds': self._wait_total,
+                'use_seconds': self._use_total,
+                'connect_seconds': self._connect_total,
+                'connect_errors': self._n_connect_errors,
             }
 
     def __repr__(self) -> str:
