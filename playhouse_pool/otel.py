@@ -1,0 +1,284 @@
+"""OpenTelemetry metrics for pooled databases, in the semantic conventions for
+database client connection pools (``pip install
+'playhouse-pool[opentelemetry]'``; needs only ``opentelemetry-api``).
+
+.. code-block:: python
+
+    from playhouse_pool.otel import instrument
+    instrument(db)      # on the global meter provider
+
+======================================= ============= ===================
+instrument                              unit          value
+======================================= ============= ===================
+``db.client.connection.count``          {connection}  ``in_use`` with
+                                                      ``state=used``,
+                                                      ``idle`` with
+                                                      ``state=idle``
+``db.client.connection.idle.max``       {connection}  ``max_connections``
+``db.client.connection.idle.min``       {connection}  ``min_connections``
+``db.client.connection.max``            {connection}  ``max_connections``
+``db.client.connection.pending_requests`` {request}   ``waiting``
+``db.client.connection.timeouts``       {timeout}     ``timeouts``
+``db.client.connection.create_time``    s             each connect
+``db.client.connection.wait_time``      s             each checkout
+``db.client.connection.use_time``       s             each check-in
+======================================= ============= ===================
+
+The first five are UpDownCounters and ``timeouts`` a Counter, observed from
+``pool_stats()`` at each collection (asynchronous instruments); the last
+three are Histograms fed by the pool's events
+(``playhouse_pool.events.PoolTimes``, shared with Prometheus), counting from
+``instrument()`` on. Every point carries ``db.client.connection.pool.name``;
+``count`` also ``db.client.connection.state``.
+
+What ``idle.max`` and ``idle.min`` mean here: this pool has no cap on idle
+connections of its own, so at most ``max_connections`` may be idle (all of
+them); it closes idle connections (``idle_timeout``) only down to
+``min_connections`` open ones, so that many may stay idle. With
+``max_connections`` unlimited, ``max`` and ``idle.max`` have no point.
+"""
+import logging
+import threading
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ._redact import redact
+from .events import BUCKETS, Tap, TimeHistogram, events_of
+
+__all__ = ['PoolInstruments', 'default_pool_name', 'instrument']
+
+logger = logging.getLogger('playhouse_pool.otel')
+
+POOL_NAME = 'db.client.connection.pool.name'
+STATE = 'db.client.connection.state'
+
+# (name, unit, description) as the conventions define them.
+COUNT = ('db.client.connection.count', '{connection}',
+         'The number of connections that are currently in state described '
+         'by the `state` attribute.')
+IDLE_MAX = ('db.client.connection.idle.max', '{connection}',
+            'The maximum number of idle open connections allowed.')
+IDLE_MIN = ('db.client.connection.idle.min', '{connection}',
+            'The minimum number of idle open connections allowed.')
+MAX = ('db.client.connection.max', '{connection}',
+       'The maximum number of open connections allowed.')
+PENDING_REQUESTS = ('db.client.connection.pending_requests', '{request}',
+                    'The number of current pending requests for an open '
+                    'connection.')
+TIMEOUTS = ('db.client.connection.timeouts', '{timeout}',
+            'The number of connection timeouts that have occurred trying to '
+            'obtain a connection from the pool.')
+CREATE_TIME = ('db.client.connection.create_time', 's',
+               'The time it took to create a new connection.')
+WAIT_TIME = ('db.client.connection.wait_time', 's',
+             'The time it took to obtain an open connection from the pool.')
+USE_TIME = ('db.client.connection.use_time', 's',
+            'The time between borrowing a connection and returning it to the '
+            'pool.')
+
+# (value, attributes) of an asynchronous instrument's points.
+_Points = List[Tuple[int, Dict[str, str]]]
+
+# Pool names in use, per meter provider: two pools under one name would
+# merge into one series.
+_names: 'weakref.WeakKeyDictionary[Any, Dict[str, Any]]' = (
+    weakref.WeakKeyDictionary())
+_names_lock = threading.Lock()
+
+
+def _api() -> Any:
+    try:
+        from opentelemetry import metrics
+    except ImportError as exc:
+        raise ImportError(
+            "playhouse_pool.otel needs opentelemetry-api: "
+            "pip install 'playhouse-pool[opentelemetry]'") from exc
+    return metrics
+
+
+def default_pool_name(db: Any) -> str:
+    """The name the conventions suggest for a pool that has none:
+    ``host:port/database`` (``host/database`` without a port, the database
+    alone without a host, as for SQLite), any password redacted.
+
+    Raises ``ValueError`` for a deferred database (no name yet).
+    """
+    if getattr(db, 'deferred', False) or db.database is None:
+        raise ValueError('The database is not initialized (deferred): call '
+                         'init() first, or give instrument() a pool_name.')
+    params = getattr(db, 'connect_params', {}) or {}
+    host, port = params.get('host'), params.get('port')
+    name = str(db.database)
+    if isinstance(host, str) and host:
+        if isinstance(port, (int, str)) and str(port):
+            host = '%s:%s' % (host, port)
+        name = '%s/%s' % (host, name)
+    return redact(name)
+
+
+class PoolInstruments:
+    """What :func:`instrument` set up for one database: ``pool_name`` and
+    the instruments. :meth:`close` stops reporting this pool."""
+
+    def __init__(self, db: Any, meter: Any, pool_name: str) -> None:
+        self.pool_name = pool_name
+        self._db = weakref.ref(db)
+        self._options = db._pool_options
+        self._attributes = {POOL_NAME: pool_name}
+        self._states = ({POOL_NAME: pool_name, STATE: 'idle'},
+                        {POOL_NAME: pool_name, STATE: 'used'})
+        self._closed = False
+        self._dropped_reported = 0
+        times = events_of(db).times()
+        self.histograms = []
+        self._feeds: List[Tuple[TimeHistogram, Tap, Any]] = []
+        for spec, source in ((CREATE_TIME, times.connect),
+                             (WAIT_TIME, times.wait),
+                             (USE_TIME, times.use)):
+            name, unit, description = spec
+            histogram = meter.create_histogram(
+                name, unit=unit, description=description,
+                explicit_bucket_boundaries_advisory=list(BUCKETS))
+            self.histograms.append(histogram)
+            self._feeds.append((source, source.tap(), histogram))
+        attributes = self._attributes
+        idle, used = self._states
+        limit = self._limit
+        self.observables = [
+            self._observe(meter.create_observable_up_down_counter, COUNT,
+                          lambda stats: [(stats['idle'], idle),
+                                         (stats['in_use'], used)]),
+            self._observe(meter.create_observable_up_down_counter, IDLE_MAX,
+                          limit),
+            self._observe(meter.create_observable_up_down_counter, IDLE_MIN,
+                          lambda stats: [(self._options.min_connections,
+                                          attributes)]),
+            self._observe(meter.create_observable_up_down_counter, MAX,
+                          limit),
+            self._observe(meter.create_observable_up_down_counter,
+                          PENDING_REQUESTS,
+                          lambda stats: [(stats['waiting'], attributes)]),
+            self._observe(meter.create_observable_counter, TIMEOUTS,
+                          lambda stats: [(stats['timeouts'], attributes)]),
+        ]
+
+    def _observe(self, create: Callable[..., Any],
+                 spec: Tuple[str, str, str],
+                 points: Callable[[Dict[str, Any]], _Points]) -> Any:
+        """An asynchronous instrument whose callback observes ``points`` of
+        a pool_stats() snapshot, after recording the pending times."""
+        observation = _api().Observation
+        name, unit, description = spec
+
+        def callback(options: Any) -> List[Any]:
+            db = self._db()
+            if db is None or self._closed:
+                return []
+            self._record_times()
+            return [observation(value, attributes)
+                    for value, attributes in points(db.pool_stats())]
+        return create(name, callbacks=[callback], unit=unit,
+                      description=description)
+
+    def _limit(self, stats: Dict[str, Any]) -> _Points:
+        # max_connections 0: unlimited, no point.
+        if not stats['max_connections']:
+            return []
+        return [(stats['max_connections'], self._attributes)]
+
+    def _record_times(self) -> None:
+        # Why the histograms are recorded here, at collection, and not at
+        # each event: the SDK's Histogram.record() costs about 10-15 us
+        # (attribute checks and hashing, a Measurement object, locks), a
+        # fifth of a whole connect/SELECT 1/close cycle; at each checkout
+        # and check-in it would slow requests by far more than the 5% the
+        # pool allows its metrics. So the pool's events go to lock-free
+        # buffers (events.TimeHistogram, a deque append) and each value is
+        # recorded here, with its own value, into the SDK's histogram, as
+        # if it had been recorded at its event: same counts, sums, buckets
+        # and min/max, whatever aggregation or view the SDK applies.
+        #
+        # None is lost or late: the SDK (SynchronousMeasurementConsumer.
+        # collect) runs every asynchronous instrument's callback, this one
+        # included, before it reads the reader's storage, under the same
+        # collection; a synchronous record() goes to every reader's
+        # storage at once. So the values recorded here are in this reader's
+        # collection, and in the next one of any other reader: exactly where
+        # recording at the event would have put them. Every callback of the
+        # pool calls this (the first finds the values, the others what
+        # arrived meanwhile), so it does not matter which runs first, or if
+        # a view drops one of the instruments. Values wait here at most
+        # events.TAP_CAPACITY per histogram; a meter provider that never
+        # collects (the API's no-op one) costs that much memory, and what
+        # does not fit is dropped and logged.
+        #
+        # The CPU the SDK spends per value is the same, only off the
+        # request path: on the thread that collects (the exporter's).
+        attributes = self._attributes
+        for source, tap, histogram in self._feeds:
+            record = histogram.record
+            for value in source.take(tap):
+                record(value, attributes)
+        dropped = sum(tap.dropped for _, tap, _ in self._feeds)
+        if dropped > self._dropped_reported:
+            logger.warning(
+                'Pool %r: %d connection time measurements were dropped: the '
+                'meter provider did not collect them in time (at most %d '
+                'wait per instrument).', self.pool_name,
+                dropped - self._dropped_reported, self._feeds[0][1].capacity)
+            self._dropped_reported = dropped
+
+    def close(self) -> None:
+        """Stop reporting this pool (its instruments report nothing more:
+        the API cannot remove them) and free its name."""
+        self._closed = True
+        for source, tap, _ in self._feeds:
+            source.untap(tap)
+        with _names_lock:
+            for names in list(_names.values()):
+                if names.get(self.pool_name) is self:
+                    del names[self.pool_name]
+
+
+def instrument(db: Any, meter_provider: Optional[Any] = None,
+               pool_name: Optional[str] = None) -> PoolInstruments:
+    """Report the pool of ``db`` through OpenTelemetry, with the instruments
+    of the semantic conventions for database client connection pools.
+
+    ``meter_provider``: where to create them (default ``None``: the global
+    provider, ``opentelemetry.metrics.get_meter_provider()``, which may be
+    set later). ``pool_name``: the ``db.client.connection.pool.name`` of
+    every point (default: :func:`default_pool_name`, never a password).
+
+    Raises ``ValueError`` if the name is empty, if another pool already
+    reports under it on this meter provider, or if ``db`` is deferred and no
+    name is given; ``TypeError`` if ``db`` is not a pooled database;
+    ``ImportError`` without ``opentelemetry-api``.
+    """
+    metrics = _api()
+    events_of(db)                   # TypeError for a database without pool
+    if pool_name is None:
+        pool_name = default_pool_name(db)
+    elif not isinstance(pool_name, str):
+        raise TypeError('pool_name must be a str, not %s'
+                        % type(pool_name).__name__)
+    if not pool_name:
+        raise ValueError('pool_name must not be empty.')
+    provider = (metrics.get_meter_provider() if meter_provider is None
+                else meter_provider)
+    from . import __version__
+    meter = metrics.get_meter('playhouse_pool', __version__,
+                              meter_provider=provider)
+    with _names_lock:
+        try:
+            names = _names.setdefault(provider, {})
+        except TypeError:          # a provider without weak references
+            names = {}
+        taken = names.get(pool_name)
+        if taken is not None and not taken._closed and taken._db() is not None:
+            raise ValueError(
+                'A pool named %r is already instrumented on this meter '
+                'provider: give instrument() another pool_name.' % pool_name)
+        instruments = PoolInstruments(db, meter, pool_name)
+        names[pool_name] = instruments
+    return instruments
