@@ -40,7 +40,7 @@ import threading
 import weakref
 from array import array
 from collections import deque
-from typing import Any, Deque, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 
 __all__ = ['BUCKETS', 'PoolEvents', 'PoolListener', 'PoolTimes',
            'TimeHistogram', 'events_of']
@@ -86,6 +86,14 @@ class PoolListener:
     def closed(self, count: int) -> None:
         """``count`` connections were closed."""
 
+    def _handler(self, event: str) -> Optional[Callable[..., None]]:
+        # What the pool calls for ``event``: the method, unless it is the
+        # base's no-op (then nothing is called at all).
+        method = getattr(self, event)
+        if getattr(method, '__func__', None) is getattr(PoolListener, event):
+            return None
+        return method
+
 
 # Taken by attach() and detach() (rare): one for every pool.
 _attaching = threading.Lock()
@@ -96,18 +104,37 @@ class PoolEvents:
 
     ``listeners`` is a tuple, replaced whole by :meth:`attach` and
     :meth:`detach`, so the pool reads it without a lock and an event never
-    sees it half changed.
+    sees it half changed. Each event calls a tuple of its own, of the
+    listeners' handlers for it, so a listener that leaves an event to the
+    base's no-op costs that event nothing.
     """
-    __slots__ = ('listeners', '_times')
+    __slots__ = ('listeners', '_times', '_on_checkout', '_on_checkin',
+                 '_on_connected', '_on_connect_failed', '_on_timeout',
+                 '_on_closed')
 
     def __init__(self) -> None:
         self.listeners: Tuple[PoolListener, ...] = ()
         self._times: Optional[PoolTimes] = None
+        self._set(())
+
+    def _set(self, listeners: Tuple[PoolListener, ...]) -> None:
+        def handlers(event: str) -> Tuple[Callable[..., None], ...]:
+            found = (listener._handler(event) for listener in listeners)
+            return tuple(h for h in found if h is not None)
+
+        # Handlers first: once ``listeners`` is non-empty the pool calls.
+        self._on_checkout = handlers('checkout')
+        self._on_checkin = handlers('checkin')
+        self._on_connected = handlers('connected')
+        self._on_connect_failed = handlers('connect_failed')
+        self._on_timeout = handlers('timeout')
+        self._on_closed = handlers('closed')
+        self.listeners = listeners
 
     def attach(self, listener: PoolListener) -> None:
         """Tell ``listener`` of every event from now on."""
         with _attaching:
-            self.listeners = self.listeners + (listener,)
+            self._set(self.listeners + (listener,))
 
     def detach(self, listener: PoolListener) -> None:
         """Stop telling ``listener``; ``ValueError`` if it is not
@@ -115,7 +142,7 @@ class PoolEvents:
         with _attaching:
             listeners = list(self.listeners)
             listeners.remove(listener)
-            self.listeners = tuple(listeners)
+            self._set(tuple(listeners))
 
     def times(self) -> 'PoolTimes':
         """The pool's wait, use and connect histograms, shared by every
@@ -123,34 +150,34 @@ class PoolEvents:
         with _attaching:
             if self._times is None:
                 self._times = PoolTimes()
-                self.listeners = self.listeners + (self._times,)
+                self._set(self.listeners + (self._times,))
             return self._times
 
     # The events, as the pool calls them.
 
     def checkout(self, wait: float) -> None:
-        for listener in self.listeners:
-            listener.checkout(wait)
+        for handler in self._on_checkout:
+            handler(wait)
 
     def checkin(self, use: float) -> None:
-        for listener in self.listeners:
-            listener.checkin(use)
+        for handler in self._on_checkin:
+            handler(use)
 
     def connected(self, seconds: float) -> None:
-        for listener in self.listeners:
-            listener.connected(seconds)
+        for handler in self._on_connected:
+            handler(seconds)
 
     def connect_failed(self) -> None:
-        for listener in self.listeners:
-            listener.connect_failed()
+        for handler in self._on_connect_failed:
+            handler()
 
     def timeout(self) -> None:
-        for listener in self.listeners:
-            listener.timeout()
+        for handler in self._on_timeout:
+            handler()
 
     def closed(self, count: int) -> None:
-        for listener in self.listeners:
-            listener.closed(count)
+        for handler in self._on_closed:
+            handler(count)
 
 
 def events_of(db: Any) -> PoolEvents:
@@ -233,9 +260,15 @@ class TimeHistogram:
         values = [popleft() for _ in range(len(pending))]
         if not values:
             return
-        counts, bounds, where = self._counts, self.bounds, bisect.bisect_left
-        for value in values:
-            counts[where(bounds, value)] += 1
+        # Sorted, a bucket's count is a difference of two bisections: 22 of
+        # them in C, not a Python step per value (a third of the time).
+        ordered = sorted(values)
+        counts, below = self._counts, 0
+        for index, bound in enumerate(self.bounds):
+            upto = bisect.bisect_right(ordered, bound)     # values <= bound
+            counts[index] += upto - below
+            below = upto
+        counts[-1] += len(ordered) - below
         self._sum += sum(values)
         for tap in self._taps:
             tap._extend(values)
@@ -292,6 +325,13 @@ class PoolTimes(PoolListener):
 
     def connected(self, seconds: float) -> None:
         self.connect.add(seconds)
+
+    def _handler(self, event: str) -> Optional[Callable[..., None]]:
+        # The histograms' add itself, one call less on the hot path than
+        # the methods above (which say the same for a reader).
+        histogram = {'checkout': self.wait, 'checkin': self.use,
+                     'connected': self.connect}.get(event)
+        return histogram.add if histogram is not None else None
 
 
 def _after_fork_in_child() -> None:
