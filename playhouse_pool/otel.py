@@ -79,11 +79,11 @@ USE_TIME = ('db.client.connection.use_time', 's',
 # (value, attributes) of an asynchronous instrument's points.
 _Points = List[Tuple[int, Dict[str, str]]]
 
-# Pool names in use, per meter provider: two pools under one name would
-# merge into one series.
-_names: 'weakref.WeakKeyDictionary[Any, Dict[str, Any]]' = (
+# The instruments of each meter provider (and the pools they report).
+_registry: 'weakref.WeakKeyDictionary[Any, _MeterInstruments]' = (
     weakref.WeakKeyDictionary())
-_names_lock = threading.Lock()
+_strong_registry: Dict[int, Tuple[Any, '_MeterInstruments']] = {}
+_registry_lock = threading.Lock()
 
 
 def _api() -> Any:
@@ -117,74 +117,38 @@ def default_pool_name(db: Any) -> str:
 
 
 class PoolInstruments:
-    """What :func:`instrument` set up for one database: ``pool_name`` and
-    the instruments. :meth:`close` stops reporting this pool."""
+    """One database reported through one meter provider: what
+    :func:`instrument` returns. :meth:`close` stops reporting it."""
 
-    def __init__(self, db: Any, meter: Any, pool_name: str) -> None:
+    def __init__(self, db: Any, pool_name: str,
+                 instruments: '_MeterInstruments') -> None:
         self.pool_name = pool_name
         self._db = weakref.ref(db)
-        self._options = db._pool_options
-        self._attributes = {POOL_NAME: pool_name}
-        self._states = ({POOL_NAME: pool_name, STATE: 'idle'},
-                        {POOL_NAME: pool_name, STATE: 'used'})
+        self._instruments = instruments
+        self.attributes = {POOL_NAME: pool_name}
+        self.idle = {POOL_NAME: pool_name, STATE: 'idle'}
+        self.used = {POOL_NAME: pool_name, STATE: 'used'}
         self._closed = False
         self._dropped_reported = 0
         times = events_of(db).times()
-        self.histograms = []
-        self._feeds: List[Tuple[TimeHistogram, Tap, Any]] = []
-        for spec, source in ((CREATE_TIME, times.connect),
-                             (WAIT_TIME, times.wait),
-                             (USE_TIME, times.use)):
-            name, unit, description = spec
-            histogram = meter.create_histogram(
-                name, unit=unit, description=description,
-                explicit_bucket_boundaries_advisory=list(BUCKETS))
-            self.histograms.append(histogram)
-            self._feeds.append((source, source.tap(), histogram))
-        attributes = self._attributes
-        idle, used = self._states
-        limit = self._limit
-        self.observables = [
-            self._observe(meter.create_observable_up_down_counter, COUNT,
-                          lambda stats: [(stats['idle'], idle),
-                                         (stats['in_use'], used)]),
-            self._observe(meter.create_observable_up_down_counter, IDLE_MAX,
-                          limit),
-            self._observe(meter.create_observable_up_down_counter, IDLE_MIN,
-                          lambda stats: [(self._options.min_connections,
-                                          attributes)]),
-            self._observe(meter.create_observable_up_down_counter, MAX,
-                          limit),
-            self._observe(meter.create_observable_up_down_counter,
-                          PENDING_REQUESTS,
-                          lambda stats: [(stats['waiting'], attributes)]),
-            self._observe(meter.create_observable_counter, TIMEOUTS,
-                          lambda stats: [(stats['timeouts'], attributes)]),
-        ]
+        self._feeds: List[Tuple[TimeHistogram, Tap, Any]] = [
+            (source, source.tap(), histogram) for source, histogram in (
+                (times.connect, instruments.create_time),
+                (times.wait, instruments.wait_time),
+                (times.use, instruments.use_time))]
 
-    def _observe(self, create: Callable[..., Any],
-                 spec: Tuple[str, str, str],
-                 points: Callable[[Dict[str, Any]], _Points]) -> Any:
-        """An asynchronous instrument whose callback observes ``points`` of
-        a pool_stats() snapshot, after recording the pending times."""
-        observation = _api().Observation
-        name, unit, description = spec
+    @property
+    def live(self) -> bool:
+        return not self._closed and self._db() is not None
 
-        def callback(options: Any) -> List[Any]:
-            db = self._db()
-            if db is None or self._closed:
-                return []
-            self._record_times()
-            return [observation(value, attributes)
-                    for value, attributes in points(db.pool_stats())]
-        return create(name, callbacks=[callback], unit=unit,
-                      description=description)
-
-    def _limit(self, stats: Dict[str, Any]) -> _Points:
-        # max_connections 0: unlimited, no point.
-        if not stats['max_connections']:
-            return []
-        return [(stats['max_connections'], self._attributes)]
+    def _observe(self) -> Optional[Tuple[Any, Dict[str, Any]]]:
+        """Record the times waiting for this collection; (db, a
+        pool_stats() snapshot), or None if this pool reports no more."""
+        db = self._db()
+        if db is None or self._closed:
+            return None
+        self._record_times()
+        return db, db.pool_stats()
 
     def _record_times(self) -> None:
         # Why the histograms are recorded here, at collection, and not at
@@ -199,22 +163,22 @@ class PoolInstruments:
         # and min/max, whatever aggregation or view the SDK applies.
         #
         # None is lost or late: the SDK (SynchronousMeasurementConsumer.
-        # collect) runs every asynchronous instrument's callback, this one
-        # included, before it reads the reader's storage, under the same
-        # collection; a synchronous record() goes to every reader's
-        # storage at once. So the values recorded here are in this reader's
+        # collect) runs every asynchronous instrument's callback, these
+        # included, before it reads the reader's storage, in the same
+        # collection; a synchronous record() goes to every reader's storage
+        # at once. So the values recorded here are in this reader's
         # collection, and in the next one of any other reader: exactly where
-        # recording at the event would have put them. Every callback of the
-        # pool calls this (the first finds the values, the others what
-        # arrived meanwhile), so it does not matter which runs first, or if
-        # a view drops one of the instruments. Values wait here at most
-        # events.TAP_CAPACITY per histogram; a meter provider that never
+        # recording at the event would have put them. Every callback calls
+        # this (the first finds the values, the others what arrived
+        # meanwhile), so it does not matter which runs first, or if a view
+        # drops one of the instruments. Values wait at most
+        # events.TAP_CAPACITY per histogram: a meter provider that never
         # collects (the API's no-op one) costs that much memory, and what
         # does not fit is dropped and logged.
         #
-        # The CPU the SDK spends per value is the same, only off the
-        # request path: on the thread that collects (the exporter's).
-        attributes = self._attributes
+        # The SDK's CPU per value is the same, only off the request path: on
+        # the thread that collects (the exporter's).
+        attributes = self.attributes
         for source, tap, histogram in self._feeds:
             record = histogram.record
             for value in source.take(tap):
@@ -229,15 +193,103 @@ class PoolInstruments:
             self._dropped_reported = dropped
 
     def close(self) -> None:
-        """Stop reporting this pool (its instruments report nothing more:
-        the API cannot remove them) and free its name."""
+        """Stop reporting this pool and free its name on the meter
+        provider (the instruments stay: the API cannot remove them)."""
         self._closed = True
         for source, tap, _ in self._feeds:
             source.untap(tap)
-        with _names_lock:
-            for names in list(_names.values()):
-                if names.get(self.pool_name) is self:
-                    del names[self.pool_name]
+        self._instruments.remove(self)
+
+
+def _limit(pool: PoolInstruments, db: Any, stats: Dict[str, Any]) -> _Points:
+    # max_connections 0: unlimited, no point.
+    if not stats['max_connections']:
+        return []
+    return [(stats['max_connections'], pool.attributes)]
+
+
+# What each asynchronous instrument observes of a pool: (value,
+# attributes) pairs from the pool, its database and a pool_stats() snapshot.
+_OBSERVED: Tuple[Tuple[str, Tuple[str, str, str], Callable[
+        [PoolInstruments, Any, Dict[str, Any]], _Points]], ...] = (
+    ('up_down_counter', COUNT, lambda pool, db, stats: [
+        (stats['idle'], pool.idle), (stats['in_use'], pool.used)]),
+    ('up_down_counter', IDLE_MAX, _limit),
+    ('up_down_counter', IDLE_MIN, lambda pool, db, stats: [
+        (db._pool_options.min_connections, pool.attributes)]),
+    ('up_down_counter', MAX, _limit),
+    ('up_down_counter', PENDING_REQUESTS, lambda pool, db, stats: [
+        (stats['waiting'], pool.attributes)]),
+    ('counter', TIMEOUTS, lambda pool, db, stats: [
+        (stats['timeouts'], pool.attributes)]),
+)
+
+
+class _MeterInstruments:
+    """The nine instruments on one meter provider, for every pool reported
+    through it. Created once: an SDK hands back the first instrument of a
+    name when asked again, without the second one's callbacks."""
+
+    def __init__(self, meter: Any) -> None:
+        self.pools: Tuple[PoolInstruments, ...] = ()    # replaced whole
+        self.create_time, self.wait_time, self.use_time = (
+            meter.create_histogram(
+                name, unit=unit, description=description,
+                explicit_bucket_boundaries_advisory=list(BUCKETS))
+            for name, unit, description in (CREATE_TIME, WAIT_TIME,
+                                            USE_TIME))
+        create = {'up_down_counter': meter.create_observable_up_down_counter,
+                  'counter': meter.create_observable_counter}
+        self.observables = [
+            create[kind](spec[0], callbacks=[self._callback(points)],
+                         unit=spec[1], description=spec[2])
+            for kind, spec, points in _OBSERVED]
+
+    def _callback(self, points: Callable[..., _Points]
+                  ) -> Callable[[Any], List[Any]]:
+        observation = _api().Observation
+
+        def callback(options: Any) -> List[Any]:
+            observed = []
+            for pool in self.pools:
+                found = pool._observe()
+                if found is not None:
+                    observed += [observation(value, attributes)
+                                 for value, attributes in points(pool,
+                                                                 *found)]
+            return observed
+        return callback
+
+    def add(self, db: Any, pool_name: str) -> PoolInstruments:
+        # Under _registry_lock.
+        if any(p.pool_name == pool_name and p.live for p in self.pools):
+            raise ValueError(
+                'A pool named %r is already instrumented on this meter '
+                'provider: give instrument() another pool_name.' % pool_name)
+        pool = PoolInstruments(db, pool_name, self)
+        self.pools = tuple(p for p in self.pools if p.live) + (pool,)
+        return pool
+
+    def remove(self, pool: PoolInstruments) -> None:
+        with _registry_lock:
+            self.pools = tuple(p for p in self.pools if p is not pool)
+
+
+def _instruments_for(provider: Any) -> _MeterInstruments:
+    # Under _registry_lock.
+    try:
+        found = _registry.get(provider)
+    except TypeError:                # a provider without weak references
+        found = _strong_registry.get(id(provider), (None, None))[1]
+    if found is None:
+        from . import __version__
+        found = _MeterInstruments(_api().get_meter(
+            'playhouse_pool', __version__, meter_provider=provider))
+        try:
+            _registry[provider] = found
+        except TypeError:
+            _strong_registry[id(provider)] = (provider, found)
+    return found
 
 
 def instrument(db: Any, meter_provider: Optional[Any] = None,
@@ -252,8 +304,8 @@ def instrument(db: Any, meter_provider: Optional[Any] = None,
 
     Raises ``ValueError`` if the name is empty, if another pool already
     reports under it on this meter provider, or if ``db`` is deferred and no
-    name is given; ``TypeError`` if ``db`` is not a pooled database;
-    ``ImportError`` without ``opentelemetry-api``.
+    name is given; ``TypeError`` if ``db`` is not a pooled database or the
+    name not a str; ``ImportError`` without ``opentelemetry-api``.
     """
     metrics = _api()
     events_of(db)                   # TypeError for a database without pool
@@ -266,19 +318,5 @@ def instrument(db: Any, meter_provider: Optional[Any] = None,
         raise ValueError('pool_name must not be empty.')
     provider = (metrics.get_meter_provider() if meter_provider is None
                 else meter_provider)
-    from . import __version__
-    meter = metrics.get_meter('playhouse_pool', __version__,
-                              meter_provider=provider)
-    with _names_lock:
-        try:
-            names = _names.setdefault(provider, {})
-        except TypeError:          # a provider without weak references
-            names = {}
-        taken = names.get(pool_name)
-        if taken is not None and not taken._closed and taken._db() is not None:
-            raise ValueError(
-                'A pool named %r is already instrumented on this meter '
-                'provider: give instrument() another pool_name.' % pool_name)
-        instruments = PoolInstruments(db, meter, pool_name)
-        names[pool_name] = instruments
-    return instruments
+    with _registry_lock:
+        return _instruments_for(provider).add(db, pool_name)
