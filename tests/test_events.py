@@ -55,6 +55,44 @@ def test_a_pool_has_no_listener_until_one_is_attached(tmp_path: Any) -> None:
     assert events_of(db).listeners == ()
 
 
+class _Untouchable(PoolEvents):
+    """Events whose every method fails: the pool must not call them."""
+    __slots__ = ()
+
+    def _fail(self, *args: Any) -> None:
+        raise AssertionError('an event was dispatched with no listener')
+
+    checkout = checkin = connected = connect_failed = timeout = closed = \
+        _fail
+
+
+def test_with_no_listener_the_pool_dispatches_no_event(
+        tmp_path: Any) -> None:
+    db = pp.PooledSqliteDatabase(str(tmp_path / 'a.db'), max_connections=1)
+    db._events = _Untouchable()
+    thread = threading.Thread(target=db.connect)   # reclaimed: a check-in
+    thread.start()
+    thread.join()
+    wait_until(lambda: db.pool_stats()['reclaimed'] == 1, what='reclaim')
+    with db.connection_context():
+        with pytest.raises(pp.MaxConnectionsExceeded):
+            with db.execution_context():
+                pass
+    db.connect()
+    db.manual_close()
+    db.close_all()
+    failing = pp.PooledPostgresqlDatabase('test', host='127.0.0.1',
+                                          port=refused_port())
+    failing._events = _Untouchable()
+    with pytest.raises(peewee.OperationalError):
+        failing.connect()
+
+    stats = db.pool_stats()
+    assert (stats['checkouts'], stats['timeouts'], stats['closed']) == \
+        (3, 1, 1)
+    assert failing.pool_stats()['connect_errors'] == 1
+
+
 def test_events_of_refuses_a_database_without_a_pool() -> None:
     with pytest.raises(TypeError, match='not a pooled database'):
         events_of(peewee.SqliteDatabase(':memory:'))
