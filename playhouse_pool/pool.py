@@ -719,9 +719,10 @@ class PooledDatabase(_DatabaseBase):
                 # Closed by the pool while held (close_all, close_stale).
                 self._closed_keys.pop(id(conn), None)
                 return
-            self._use_total += now - record.checked_out
+            use = now - record.checked_out
+            self._use_total += use
             if self._events.listeners:
-                self._events.checkin(now - record.checked_out)
+                self._events.checkin(use)
             if (reusable and (stale is None or now - record.opened <= stale)
                     and not (self._shrinking and self._still_shrinking(1))):
                 record.returned = now
@@ -773,9 +774,10 @@ class PooledDatabase(_DatabaseBase):
             record.dirty = True
             self._n_reclaimed += 1
             now = time.monotonic()
-            self._use_total += now - record.checked_out
+            use = now - record.checked_out
+            self._use_total += use
             if self._events.listeners:
-                self._events.checkin(now - record.checked_out)
+                self._events.checkin(use)
             self._give_back(record, now)
         for key, holder in list(self._closed_keys.items()):
             if gone(holder):

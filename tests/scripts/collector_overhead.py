@@ -7,8 +7,11 @@ and without a collector attached, on the same pool and connections.
 
 S1: one thread, connect / SELECT 1 / close (``--s1-ops`` per block, us per
 op). S2: 16 threads on 4 connections (``--s2-seconds`` per block,
-requests/s and checkout wait p99). Blocks without and with the collector
-alternate (ABBA), on one pool; the figures are medians over ``--rounds``.
+requests/s and checkout wait p99). Both also as the process's CPU time per
+operation, which other load on a shared machine disturbs less than wall
+time. Blocks without and with the collector alternate (ABBA), on one pool;
+the figures are medians over ``--rounds``, the cost the median of each
+round's with/without ratio.
 "Without" is the pool with no listener at all; "with" has the collector's
 listener attached and, with ``--collect-every`` > 0, a thread collecting
 (a Prometheus scrape, an OpenTelemetry collection) that often inside the
@@ -185,9 +188,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     for n, value in enumerate(figures):
                         results.setdefault((scenario + str(n), on),
                                            []).append(value)
-                    if scenario == 'S1':
-                        results.setdefault(('S1cpu0', on), []).append(
-                            cpu / args.s1_ops * 1e6)
+                    ops = args.s1_ops if scenario == 'S1' else (
+                        figures[0] * args.s2_seconds)
+                    results.setdefault((scenario + 'cpu', on), []).append(
+                        cpu / ops * 1e6)
                     collector.attached(False)
             collector.collect()
         finally:
@@ -201,8 +205,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                     'cost (paired)'))
     for key, label, higher_is_better, form in (
             ('S10', 'S1 us/op', False, '%10.1f'),
-            ('S1cpu0', 'S1 CPU us/op', False, '%10.1f'),
+            ('S1cpu', 'S1 CPU us/op', False, '%10.1f'),
             ('S20', 'S2 requests/s', True, '%10.0f'),
+            ('S2cpu', 'S2 CPU us/request', False, '%10.1f'),
             ('S21', 'S2 wait p99 ms', False, '%10.3f')):
         without, with_ = results[(key, False)], results[(key, True)]
         # Each round's two blocks ran back to back: their ratio is free of
