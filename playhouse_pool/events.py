@@ -42,7 +42,7 @@ from array import array
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 
-__all__ = ['BUCKETS', 'PoolEvents', 'PoolListener', 'PoolTimes',
+__all__ = ['BUCKETS', 'PoolEvents', 'PoolListener', 'PoolTimes', 'Tap',
            'TimeHistogram', 'events_of']
 
 #: Upper bounds (seconds) of the histogram buckets: 10 us to 50 s, three

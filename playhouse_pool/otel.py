@@ -7,22 +7,20 @@ database client connection pools (``pip install
     from playhouse_pool.otel import instrument
     instrument(db)      # on the global meter provider
 
-======================================= ============= ===================
-instrument                              unit          value
-======================================= ============= ===================
-``db.client.connection.count``          {connection}  ``in_use`` with
-                                                      ``state=used``,
-                                                      ``idle`` with
-                                                      ``state=idle``
-``db.client.connection.idle.max``       {connection}  ``max_connections``
-``db.client.connection.idle.min``       {connection}  ``min_connections``
-``db.client.connection.max``            {connection}  ``max_connections``
-``db.client.connection.pending_requests`` {request}   ``waiting``
-``db.client.connection.timeouts``       {timeout}     ``timeouts``
-``db.client.connection.create_time``    s             each connect
-``db.client.connection.wait_time``      s             each checkout
-``db.client.connection.use_time``       s             each check-in
-======================================= ============= ===================
+========================================== ============= =====================
+instrument                                 unit          value
+========================================== ============= =====================
+``db.client.connection.count``             {connection}  ``in_use`` (``used``),
+                                                         ``idle`` (``idle``)
+``db.client.connection.idle.max``          {connection}  ``max_connections``
+``db.client.connection.idle.min``          {connection}  ``min_connections``
+``db.client.connection.max``               {connection}  ``max_connections``
+``db.client.connection.pending_requests``  {request}     ``waiting``
+``db.client.connection.timeouts``          {timeout}     ``timeouts``
+``db.client.connection.create_time``       s             each connect
+``db.client.connection.wait_time``         s             each checkout
+``db.client.connection.use_time``          s             each check-in
+========================================== ============= =====================
 
 The first five are UpDownCounters and ``timeouts`` a Counter, observed from
 ``pool_stats()`` at each collection (asynchronous instruments); the last
