@@ -158,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         ':5432/test')
     parser.add_argument('--collector', default='both',
                         choices=['prometheus', 'otel', 'both'])
+    parser.add_argument('--scenario', default='both',
+                        choices=['S1', 'S2', 'both'])
     parser.add_argument('--rounds', type=int, default=16)
     parser.add_argument('--s1-ops', type=int, default=2000)
     parser.add_argument('--s2-seconds', type=float, default=1.5)
@@ -168,6 +170,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     results: Dict[Tuple[str, bool], List[float]] = {}
     for scenario, connections in (('S1', 1), ('S2', S2_CONNECTIONS)):
+        if args.scenario not in (scenario, 'both'):
+            continue
         db = make_db(args.url, connections)
         collector = Collector(args.collector, db)
         try:
@@ -209,6 +213,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             ('S20', 'S2 requests/s', True, '%10.0f'),
             ('S2cpu', 'S2 CPU us/request', False, '%10.1f'),
             ('S21', 'S2 wait p99 ms', False, '%10.3f')):
+        if (key, False) not in results:
+            continue
         without, with_ = results[(key, False)], results[(key, True)]
         # Each round's two blocks ran back to back: their ratio is free of
         # the drift between rounds.
