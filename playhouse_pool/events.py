@@ -23,16 +23,17 @@ event                when, with what
 
 Cost: with no listener attached the pool only tests ``listeners`` (an empty
 tuple) at each event and calls nothing. With listeners, each event calls
-each listener in turn, on the pool's hot path, sometimes under the pool
-lock and sometimes under no lock at all. So a listener must be quick, must
-not block, do I/O or call back into the pool, and must be safe to call from
-several threads at once without a lock of its own.
+each listener's handler in turn, on the pool's hot path, sometimes under the
+pool lock and sometimes under no lock at all. So a listener must be quick,
+must not block, do I/O or call back into the pool, and must be safe to call
+from several threads at once without a lock of its own.
 
 The collectors (``playhouse_pool.prometheus``, ``playhouse_pool.otel``)
 share one listener per pool, :class:`PoolTimes`: three
-:class:`TimeHistogram` (wait, use, connect) that take each value with one
-lock-free ``deque.append`` and bin them in batches, off the hot path or once
-every few hundred events. Counts and totals come from ``pool_stats()``.
+:class:`TimeHistogram` (wait, use, connect) whose handler is a bare
+``deque.append``. The values are binned off the request path: at each
+collection, and once a second by a background thread so that memory stays
+bounded when nothing collects. Counts and totals come from ``pool_stats()``.
 """
 import bisect
 import os
@@ -40,7 +41,8 @@ import threading
 import weakref
 from array import array
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Deque, Iterable, List, Optional, Sequence,
+                    Tuple)
 
 __all__ = ['BUCKETS', 'PoolEvents', 'PoolListener', 'PoolTimes', 'Tap',
            'TimeHistogram', 'events_of']
@@ -53,20 +55,26 @@ BUCKETS: Tuple[float, ...] = tuple(
     mantissa * 10.0 ** exponent
     for exponent in range(-5, 2) for mantissa in (1.0, 2.5, 5.0))
 
-# A histogram bins its pending values once this many are waiting, on the
-# thread that adds the last one: a few tens of microseconds once every few
-# hundred events, so memory stays bounded even if nothing ever collects.
-_FOLD_AT = 256
+# Seconds between two background folds of the pending values: what waits
+# unbinned is at most this long's worth of events (a few MB at 100,000 a
+# second).
+FOLD_EVERY = 1.0
 
 # Values kept for a tap (an OpenTelemetry meter that has not collected yet)
 # at most; beyond this they are counted in Tap.dropped instead (8 MB each).
 TAP_CAPACITY = 1 << 20
 
+_EVENTS = ('checkout', 'checkin', 'connected', 'connect_failed', 'timeout',
+           'closed')
+
+Handler = Callable[..., None]
+
 
 class PoolListener:
     """Base for listeners of a pool's events: every method does nothing,
-    override those you need. See the module docstring for the rules a
-    listener lives by (quick, non-blocking, thread-safe without a lock)."""
+    override those you need (an event left to the base costs nothing). See
+    the module docstring for the rules a listener lives by (quick,
+    non-blocking, thread-safe without a lock)."""
 
     def checkout(self, wait: float) -> None:
         """A checkout was served after ``wait`` seconds."""
@@ -86,7 +94,7 @@ class PoolListener:
     def closed(self, count: int) -> None:
         """``count`` connections were closed."""
 
-    def _handler(self, event: str) -> Optional[Callable[..., None]]:
+    def _handler(self, event: str) -> Optional[Handler]:
         # What the pool calls for ``event``: the method, unless it is the
         # base's no-op (then nothing is called at all).
         method = getattr(self, event)
@@ -95,41 +103,59 @@ class PoolListener:
         return method
 
 
+def _nothing(*args: Any) -> None:
+    """An event no listener handles."""
+
+
+def _fan_out(handlers: Tuple[Handler, ...]) -> Handler:
+    def each(*args: Any) -> None:
+        for handler in handlers:
+            handler(*args)
+    return each
+
+
+def _dispatch(handlers: Tuple[Handler, ...]) -> Handler:
+    # One handler is called directly: for the collectors' histograms that is
+    # a C function (deque.append), no Python frame on the request path.
+    if not handlers:
+        return _nothing
+    return handlers[0] if len(handlers) == 1 else _fan_out(handlers)
+
+
 # Taken by attach() and detach() (rare): one for every pool.
 _attaching = threading.Lock()
 
 
 class PoolEvents:
-    """A pool's events, told to each of ``listeners`` in turn.
+    """A pool's events. Each event (``checkout``, ``checkin``,
+    ``connected``, ``connect_failed``, ``timeout``, ``closed``) is an
+    attribute holding what to call: the one listener's handler, a call of
+    each in turn, or nothing.
 
-    ``listeners`` is a tuple, replaced whole by :meth:`attach` and
-    :meth:`detach`, so the pool reads it without a lock and an event never
-    sees it half changed. Each event calls a tuple of its own, of the
-    listeners' handlers for it, so a listener that leaves an event to the
-    base's no-op costs that event nothing.
+    ``listeners`` and the events are replaced whole by :meth:`attach` and
+    :meth:`detach`, so the pool reads them without a lock; it tests
+    ``listeners`` before each event.
     """
-    __slots__ = ('listeners', '_times', '_on_checkout', '_on_checkin',
-                 '_on_connected', '_on_connect_failed', '_on_timeout',
-                 '_on_closed')
+    __slots__ = ('listeners', '_times') + _EVENTS
+
+    checkout: Callable[[float], None]
+    checkin: Callable[[float], None]
+    connected: Callable[[float], None]
+    connect_failed: Callable[[], None]
+    timeout: Callable[[], None]
+    closed: Callable[[int], None]
 
     def __init__(self) -> None:
-        self.listeners: Tuple[PoolListener, ...] = ()
         self._times: Optional[PoolTimes] = None
         self._set(())
 
     def _set(self, listeners: Tuple[PoolListener, ...]) -> None:
-        def handlers(event: str) -> Tuple[Callable[..., None], ...]:
+        # The events first: once ``listeners`` is non-empty the pool calls.
+        for event in _EVENTS:
             found = (listener._handler(event) for listener in listeners)
-            return tuple(h for h in found if h is not None)
-
-        # Handlers first: once ``listeners`` is non-empty the pool calls.
-        self._on_checkout = handlers('checkout')
-        self._on_checkin = handlers('checkin')
-        self._on_connected = handlers('connected')
-        self._on_connect_failed = handlers('connect_failed')
-        self._on_timeout = handlers('timeout')
-        self._on_closed = handlers('closed')
-        self.listeners = listeners
+            setattr(self, event,
+                    _dispatch(tuple(h for h in found if h is not None)))
+        self.listeners: Tuple[PoolListener, ...] = listeners
 
     def attach(self, listener: PoolListener) -> None:
         """Tell ``listener`` of every event from now on."""
@@ -152,32 +178,6 @@ class PoolEvents:
                 self._times = PoolTimes()
                 self._set(self.listeners + (self._times,))
             return self._times
-
-    # The events, as the pool calls them.
-
-    def checkout(self, wait: float) -> None:
-        for handler in self._on_checkout:
-            handler(wait)
-
-    def checkin(self, use: float) -> None:
-        for handler in self._on_checkin:
-            handler(use)
-
-    def connected(self, seconds: float) -> None:
-        for handler in self._on_connected:
-            handler(seconds)
-
-    def connect_failed(self) -> None:
-        for handler in self._on_connect_failed:
-            handler()
-
-    def timeout(self) -> None:
-        for handler in self._on_timeout:
-            handler()
-
-    def closed(self, count: int) -> None:
-        for handler in self._on_closed:
-            handler(count)
 
 
 def events_of(db: Any) -> PoolEvents:
@@ -216,17 +216,14 @@ class Tap:
         return values
 
 
-_histograms: 'weakref.WeakSet[TimeHistogram]' = weakref.WeakSet()
-
-
 class TimeHistogram:
     """A cumulative histogram of one of the pool's times, in seconds, with
     fixed bucket upper bounds (``bounds``, inclusive, plus +Inf).
 
-    :meth:`add` is the hot path: one ``deque.append`` (atomic, so no lock)
-    and a length check. The pending values are binned by :meth:`snapshot`
-    or :meth:`take`, at collection, and by :meth:`add` itself once
-    ``_FOLD_AT`` are pending (if no other thread is binning just then).
+    ``add(seconds)`` counts one value, from any thread, with or without a
+    lock: it is the ``append`` of a deque (atomic, documented thread-safe).
+    The pending values are binned by :meth:`snapshot` and :meth:`take`, at
+    collection, and by the background fold (``FOLD_EVERY``).
     """
 
     def __init__(self, bounds: Sequence[float] = BUCKETS) -> None:
@@ -235,21 +232,17 @@ class TimeHistogram:
                              % (bounds,))
         self.bounds = tuple(float(b) for b in bounds)
         self._pending: Deque[float] = deque()
+        self.add: Callable[[float], None] = self._pending.append
         self._counts = [0] * (len(self.bounds) + 1)
         self._sum = 0.0
         self._taps: Tuple[Tap, ...] = ()
         self._lock = threading.Lock()
-        _histograms.add(self)
+        _Folder.watch(self)
 
-    def add(self, seconds: float) -> None:
-        """Count one value (from any thread, with or without a lock)."""
-        pending = self._pending
-        pending.append(seconds)
-        if len(pending) >= _FOLD_AT and self._lock.acquire(False):
-            try:
-                self._fold()
-            finally:
-                self._lock.release()
+    def fold(self) -> None:
+        """Bin the pending values (and hand them to the taps)."""
+        with self._lock:
+            self._fold()
 
     def _fold(self) -> None:
         # Under self._lock, the only place values leave _pending: the n
@@ -305,6 +298,58 @@ class TimeHistogram:
         self._lock = threading.Lock()
 
 
+class _Folder(threading.Thread):
+    """The background fold: bins every live histogram's pending values each
+    ``FOLD_EVERY`` seconds, so that a pool nobody collects from does not
+    pile them up. One per process, started with the first histogram; it
+    ends when no histogram is left (and starts again with the next)."""
+    _histograms: 'weakref.WeakSet[TimeHistogram]' = weakref.WeakSet()
+    _running: Optional['_Folder'] = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__(name='playhouse_pool-metrics-fold', daemon=True)
+
+    @classmethod
+    def watch(cls, histogram: TimeHistogram) -> None:
+        with cls._lock:
+            cls._histograms.add(histogram)
+            if cls._running is None:
+                cls._running = cls()
+                cls._running.start()
+
+    @classmethod
+    def _live(cls) -> Iterable[TimeHistogram]:
+        with cls._lock:
+            histograms = list(cls._histograms)
+            if not histograms:
+                cls._running = None      # watch() starts a new one
+            return histograms
+
+    def run(self) -> None:
+        event = threading.Event()        # never set: an interruptible sleep
+        while True:
+            event.wait(FOLD_EVERY)
+            histograms = self._live()
+            if not histograms:
+                return
+            for histogram in histograms:
+                histogram.fold()
+            del histograms, histogram    # no strong reference while asleep
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        # The parent's threads are gone and their locks may be held.
+        cls._lock = threading.Lock()
+        cls._running = None
+        histograms = list(cls._histograms)
+        for histogram in histograms:
+            histogram._after_fork()
+        if histograms:
+            cls._running = cls()
+            cls._running.start()
+
+
 class PoolTimes(PoolListener):
     """The listener the collectors share: the pool's times as histograms.
 
@@ -326,9 +371,9 @@ class PoolTimes(PoolListener):
     def connected(self, seconds: float) -> None:
         self.connect.add(seconds)
 
-    def _handler(self, event: str) -> Optional[Callable[..., None]]:
-        # The histograms' add itself, one call less on the hot path than
-        # the methods above (which say the same for a reader).
+    def _handler(self, event: str) -> Optional[Handler]:
+        # The histograms' add itself (deque.append, in C), not the methods
+        # above that call it (which say the same for a reader).
         histogram = {'checkout': self.wait, 'checkin': self.use,
                      'connected': self.connect}.get(event)
         return histogram.add if histogram is not None else None
@@ -337,8 +382,7 @@ class PoolTimes(PoolListener):
 def _after_fork_in_child() -> None:
     global _attaching
     _attaching = threading.Lock()
-    for histogram in list(_histograms):
-        histogram._after_fork()
+    _Folder._after_fork_in_child()
 
 
 if hasattr(os, 'register_at_fork'):

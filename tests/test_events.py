@@ -9,8 +9,9 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from playhouse_pool.events import (_FOLD_AT, BUCKETS, PoolEvents,
-                                   PoolListener, TimeHistogram, events_of)
+from playhouse_pool.events import (_EVENTS, BUCKETS, PoolEvents,
+                                   PoolListener, TimeHistogram, _nothing,
+                                   events_of)
 
 from conftest import run_threads, wait_until
 
@@ -55,21 +56,23 @@ def test_a_pool_has_no_listener_until_one_is_attached(tmp_path: Any) -> None:
     assert events_of(db).listeners == ()
 
 
-class _Untouchable(PoolEvents):
-    """Events whose every method fails: the pool must not call them."""
-    __slots__ = ()
-
-    def _fail(self, *args: Any) -> None:
+def untouchable(db: Any) -> Any:
+    """Make every event of ``db`` fail if called (no listener is
+    attached: the pool must not call them)."""
+    def fail(*args: Any) -> None:
         raise AssertionError('an event was dispatched with no listener')
 
-    checkout = checkin = connected = connect_failed = timeout = closed = \
-        _fail
+    events = events_of(db)
+    assert events.listeners == ()
+    for event in _EVENTS:
+        setattr(events, event, fail)
+    return db
 
 
 def test_with_no_listener_the_pool_dispatches_no_event(
         tmp_path: Any) -> None:
-    db = pp.PooledSqliteDatabase(str(tmp_path / 'a.db'), max_connections=1)
-    db._events = _Untouchable()
+    db = untouchable(pp.PooledSqliteDatabase(str(tmp_path / 'a.db'),
+                                             max_connections=1))
     thread = threading.Thread(target=db.connect)   # reclaimed: a check-in
     thread.start()
     thread.join()
@@ -81,9 +84,8 @@ def test_with_no_listener_the_pool_dispatches_no_event(
     db.connect()
     db.manual_close()
     db.close_all()
-    failing = pp.PooledPostgresqlDatabase('test', host='127.0.0.1',
-                                          port=refused_port())
-    failing._events = _Untouchable()
+    failing = untouchable(pp.PooledPostgresqlDatabase(
+        'test', host='127.0.0.1', port=refused_port()))
     with pytest.raises(peewee.OperationalError):
         failing.connect()
 
@@ -200,8 +202,8 @@ def test_events_a_listener_leaves_to_the_base_cost_no_call() -> None:
     events = PoolEvents()
     listener = CheckoutsOnly()
     events.attach(listener)
-    assert events._on_checkout == (listener.checkout,)
-    assert events._on_checkin == events._on_closed == ()
+    assert events.checkout == listener.checkout       # called directly
+    assert events.checkin is events.closed is _nothing
 
 
 def test_the_times_listener_is_shared_and_attached_once(
@@ -269,12 +271,23 @@ def test_values_added_by_many_threads_at_once_are_each_counted_once(
     assert total == pytest.approx(sum(taken))
 
 
-def test_pending_values_stay_bounded_when_nothing_collects() -> None:
+def test_pending_values_are_binned_in_the_background_when_nothing_collects(
+) -> None:
     histogram = TimeHistogram()
-    for _ in range(_FOLD_AT * 40):
+    for _ in range(10000):
         histogram.add(0.001)
-    assert len(histogram._pending) < _FOLD_AT
-    assert sum(histogram.snapshot()[0]) == _FOLD_AT * 40
+    wait_until(lambda: not histogram._pending, what='the background fold')
+    assert histogram._counts[BUCKETS.index(0.001)] == 10000
+
+
+def test_several_listeners_each_hear_an_event() -> None:
+    events = PoolEvents()
+    first, second = Recorder(), Recorder()
+    events.attach(first)
+    events.attach(second)
+    events.checkout(0.5)
+    events.closed(2)
+    assert first.heard == second.heard == [('checkout', 0.5), ('closed', 2)]
 
 
 def test_a_tap_gets_each_value_added_after_it_once_in_order() -> None:
