@@ -24,6 +24,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from ._options import PoolOptions
 from .errors import MaxConnectionsExceeded, PoolClosedError
+from .events import PoolEvents
 from .records import Job, Jobs, Owner, PoolConnection, Waiter, thread_name
 from .sweeps import Sweeps
 
@@ -32,8 +33,11 @@ class Ledger(Sweeps):
     """The bookkeeping of one pool. Methods take ``lock`` themselves; those
     named ``_...`` expect it held. Jobs returned are for the workers."""
 
-    def __init__(self, options: PoolOptions) -> None:
+    def __init__(self, options: PoolOptions, events: PoolEvents) -> None:
         self.options = options
+        # The metrics collectors' listeners, told at each event, under this
+        # lock (they never block: events.py).
+        self.events = events
         self.lock = threading.RLock()
         self.drained = threading.Condition(self.lock)
         self.idle: List[Tuple[float, int, PoolConnection]] = []   # a heap
@@ -69,7 +73,8 @@ class Ledger(Sweeps):
         self._seq = itertools.count()
         self.n_created = self.n_closed = self.n_checkouts = 0
         self.n_timeouts = self.n_reclaimed = self.n_recycled = 0
-        self.n_recovered = 0
+        self.n_recovered = self.n_connect_errors = 0
+        self.use_total = self.connect_total = 0.0
         self.wait_total = 0.0
 
     # -- Counting -----------------------------------------------------------
@@ -152,14 +157,14 @@ class Ledger(Sweeps):
                 jobs.append(self._open_job(
                     None if wait is None else since + wait))
             elif options.wait_seconds is None:
-                self.n_timeouts += 1
+                self._count_timeout()
                 raise MaxConnectionsExceeded(
                     'Exceeded maximum connections (max_connections=%s, '
                     'all in use; set timeout to wait for one).'
                     % options.max_connections)
             elif (options.max_waiting is not None
                   and len(self.waiters) >= options.max_waiting):
-                self.n_timeouts += 1
+                self._count_timeout()
                 raise MaxConnectionsExceeded(
                     'Exceeded maximum connections: max_waiting=%d '
                     'threads are already waiting.' % options.max_waiting)
@@ -195,7 +200,7 @@ class Ledger(Sweeps):
                     and self.waiters.index(waiter) < self._coming()):
                 return False, None
             self.waiters.remove(waiter)
-            self.n_timeouts += 1
+            self._count_timeout()
             self.wait_total += now - waiter.since
             return True, self.failing
 
@@ -236,6 +241,7 @@ class Ledger(Sweeps):
                 # Closed by the pool while held (close_all, close_stale).
                 self.closed_keys.pop(key, None)
                 return []
+            self._count_checkin(record, now)
             if reusable and not (self.shrinking
                                  and self._still_shrinking(1)) and (
                     now < record.expires or self._last_usable(record, now,
@@ -340,12 +346,17 @@ class Ledger(Sweeps):
 
     # -- Results of jobs ----------------------------------------------------
 
-    def opened(self, job: Job, record: PoolConnection, now: float) -> Jobs:
-        """A connect succeeded: the connection goes to the first waiter or
-        the heap; or, if the pool was closed meanwhile, to be closed."""
+    def opened(self, job: Job, record: PoolConnection, now: float,
+               took: float) -> Jobs:
+        """A connect succeeded (in ``took`` seconds): the connection goes to
+        the first waiter or the heap; or, if the pool was closed meanwhile,
+        to be closed."""
         with self.lock:
             self.opening.remove(job)
             self.n_created += 1
+            self.connect_total += took
+            if self.events.listeners:
+                self.events.connected(took)
             self.failing = None
             if job.epoch != self.epoch or (
                     self.shrinking and self._still_shrinking(1)):
@@ -372,6 +383,9 @@ class Ledger(Sweeps):
         """
         with self.lock:
             self.failing = error
+            self.n_connect_errors += 1
+            if self.events.listeners:
+                self.events.connect_failed()
             at_once: List[Waiter] = []
             if job.epoch == self.epoch:
                 for waiter in self.waiters:
@@ -387,7 +401,7 @@ class Ledger(Sweeps):
                     if (waiter.deadline is not None
                             and waiter.deadline <= now + margin):
                         timed_out.append(self._remove_waiter(waiter, now))
-                        self.n_timeouts += 1
+                        self._count_timeout()
             deadline = job.deadline
             if (retryable and deadline is not None
                     and now + margin < deadline and job.epoch == self.epoch):
@@ -397,6 +411,22 @@ class Ledger(Sweeps):
             # would be retried in a loop): the housekeeper's next round.
             self._start_for_waiters()
             return False, at_once, timed_out
+
+    def _count_timeout(self) -> None:
+        self.n_timeouts += 1
+        if self.events.listeners:
+            self.events.timeout()
+
+    def _count_checkin(self, record: PoolConnection, now: float) -> None:
+        use = now - record.checked_out
+        self.use_total += use
+        if self.events.listeners:
+            self.events.checkin(use)
+
+    def _count_closed(self, count: int) -> None:
+        self.n_closed += count
+        if self.events.listeners:
+            self.events.closed(count)
 
     def _remove_waiter(self, waiter: Waiter, now: float) -> Waiter:
         self.waiters.remove(waiter)
@@ -414,7 +444,7 @@ class Ledger(Sweeps):
         in the same slot (returned as a job to run at once)."""
         with self.lock:
             self.closing -= 1
-            self.n_closed += 1
+            self._count_closed(1)
             if job.kind == Job.REPLACE:
                 self.replacing -= 1
             if (job.kind == Job.REPLACE and job.epoch == self.epoch
@@ -485,9 +515,11 @@ class Ledger(Sweeps):
             dead = [r for r in self.in_use.values() if gone(r.owner)]
             names = [(r.key, thread_name(r)) for r in dead]
             jobs = []
+            now = time.monotonic()
             for record in dead:
                 del self.in_use[record.key]
                 self.n_reclaimed += 1
+                self._count_checkin(record, now)     # a check-in, of sorts
                 jobs.append(self._send_out(record, Job.RESET))
             for key, holder in list(self.closed_keys.items()):
                 if gone(holder):
@@ -513,5 +545,8 @@ class Ledger(Sweeps):
                 'reclaimed': self.n_reclaimed,
                 'recycled': self.n_recycled,
                 'recovered': self.n_recovered,
+                'use_seconds': self.use_total,
+                'connect_seconds': self.connect_total,
+                'connect_errors': self.n_connect_errors,
                 'wait_seconds': self.wait_total,
             }

@@ -34,6 +34,7 @@ from ._probe import probe_for
 from ._redact import redact
 from .context import ExecutionContext
 from .errors import ConfigureError, MaxConnectionsExceeded
+from .events import PoolEvents
 from .ledger import Ledger
 from .records import Jobs, PoolConnection, Waiter
 from .recovery import PROVEN, UNPROVEN, FirstStatementRecovery
@@ -82,7 +83,8 @@ class PooledDatabase(FirstStatementRecovery):
 
     def __init__(self, database: Any, **kwargs: Any) -> None:
         self._pool_options = PoolOptions().updated(pop_options(kwargs))
-        self._ledger = Ledger(self._pool_options)
+        self._events = PoolEvents()       # listeners: the metrics collectors
+        self._ledger = Ledger(self._pool_options, self._events)
         self._workers: Optional[Workers] = None
         self._housekeeper: Optional[Housekeeper] = None
         self._start_lock = threading.Lock()
@@ -276,6 +278,9 @@ class PooledDatabase(FirstStatementRecovery):
         # statement is watched (recovery.py); a new one has just proven
         # itself.
         setattr(self._state, PROVEN, got.conn if got.fresh else UNPROVEN)
+        events = self._events
+        if events.listeners:
+            events.checkout(time.monotonic() - now)
         return got.conn
 
     def _checkout_slowly(self, owner: Optional[threading.Thread],
@@ -556,7 +561,7 @@ class PooledDatabase(FirstStatementRecovery):
         lock) and no workers (the parent's threads are not here)."""
         guards.inherited.extend(
             r.conn for r in self._ledger.every_connection())
-        self._ledger = Ledger(self._pool_options)
+        self._ledger = Ledger(self._pool_options, self._events)
         self._workers = None
         self._housekeeper = None
         self._start_lock = threading.Lock()
@@ -573,8 +578,12 @@ class PooledDatabase(FirstStatementRecovery):
 
         ``open == in_use + idle``; ``created``, ``closed``, ``checkouts``,
         ``timeouts``, ``reclaimed``, ``recycled``, ``recovered`` (statements
-        run again on another connection, recovery.py) and ``wait_seconds``
-        (total seconds threads spent waiting) only grow.
+        run again on another connection, recovery.py), ``wait_seconds``
+        (total seconds threads spent waiting), ``use_seconds`` (total
+        seconds connections were held, counted at check-in),
+        ``connect_seconds`` (total seconds the connects that succeeded
+        took) and ``connect_errors`` (failed connect attempts, retries
+        included) only grow.
         """
         return self._ledger.stats()
 

@@ -25,17 +25,38 @@ it with a ``database`` label (the database name, password redacted):
 ``recycled``          counter ``connections_recycled_total``
 ``recovered``         counter ``statements_recovered_total``
 ``wait_seconds``      counter ``wait_seconds_total``
+``use_seconds``       counter ``use_seconds_total``
+``connect_seconds``   counter ``connect_seconds_total``
+``connect_errors``    counter ``connect_errors_total``
 ===================== ======= ===========================================
+
+and three histograms (``_bucket`` with ``le``, ``_sum``, ``_count``), in
+seconds, with buckets from 10 us to 50 s (``playhouse_pool.events.BUCKETS``):
+
+============================ ===============================================
+metric                       one observation per
+============================ ===============================================
+``wait_time_seconds``        checkout served: how long it took (waiting for
+                             a free connection, checks, any connect)
+``use_time_seconds``         check-in: how long the connection was held
+``create_time_seconds``      connection opened: how long the connect took
+============================ ===============================================
+
+The histograms count from the moment the collector is created (the counters
+from the pool's start); they come from the pool's events
+(``playhouse_pool.events.PoolTimes``), shared with OpenTelemetry.
 """
+import math
 from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
 
 from ._redact import redact
+from .events import PoolTimes, events_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-__all__ = ['METRICS', 'PoolCollector', 'register']
+__all__ = ['HISTOGRAMS', 'METRICS', 'PoolCollector', 'register']
 
 #: ``(pool_stats() key, metric name without namespace and _total, type,
 #: help)`` for every key ``pool_stats()`` returns.
@@ -62,6 +83,23 @@ METRICS: Tuple[Tuple[str, str, str, str], ...] = (
      'was dead).'),
     ('wait_seconds', 'wait_seconds', 'counter',
      'Total seconds threads spent waiting for a connection.'),
+    ('use_seconds', 'use_seconds', 'counter',
+     'Total seconds connections were held (counted at check-in).'),
+    ('connect_seconds', 'connect_seconds', 'counter',
+     'Total seconds the connects that succeeded took.'),
+    ('connect_errors', 'connect_errors', 'counter',
+     'Connect attempts that failed (retries included).'),
+)
+
+#: ``(PoolTimes attribute, metric name without namespace, help)`` of the
+#: histograms.
+HISTOGRAMS: Tuple[Tuple[str, str, str], ...] = (
+    ('wait', 'wait_time_seconds',
+     'Seconds each checkout took to obtain a connection.'),
+    ('use', 'use_time_seconds',
+     'Seconds each connection was held, from checkout to check-in.'),
+    ('connect', 'create_time_seconds',
+     'Seconds each new connection took to open.'),
 )
 
 
@@ -90,6 +128,8 @@ class PoolCollector:
     def __init__(self, *databases: Any,
                  namespace: str = 'playhouse_pool') -> None:
         self._core = _client()
+        from prometheus_client.utils import floatToGoString
+        self._go_float = floatToGoString
         if not databases:
             raise TypeError('PoolCollector needs at least one database.')
         labels = [_label(db) for db in databases]
@@ -98,9 +138,12 @@ class PoolCollector:
                              'name: %r' % sorted(labels))
         self.databases = databases
         self.namespace = namespace
+        self._times: List[PoolTimes] = [events_of(db).times()
+                                        for db in databases]
 
     def _families(self) -> List[Any]:
-        # Gauge- and CounterMetricFamily, in METRICS order, without samples.
+        # Gauge- and CounterMetricFamily in METRICS order, then
+        # HistogramMetricFamily in HISTOGRAMS order, without samples.
         core = self._core
         families = []
         for _key, name, kind, doc in METRICS:
@@ -108,6 +151,9 @@ class PoolCollector:
                    else core.CounterMetricFamily)
             families.append(cls('%s_%s' % (self.namespace, name), doc,
                                 labels=['database']))
+        for _attr, name, doc in HISTOGRAMS:
+            families.append(core.HistogramMetricFamily(
+                '%s_%s' % (self.namespace, name), doc, labels=['database']))
         return families
 
     def describe(self) -> List['Metric']:
@@ -119,12 +165,29 @@ class PoolCollector:
         """One ``pool_stats()`` snapshot per database, as metric
         families."""
         families = self._families()
-        for db in self.databases:
+        histograms = families[len(METRICS):]
+        for db, times in zip(self.databases, self._times):
             stats = db.pool_stats()
             label = [_label(db)]
             for (key, _name, _kind, _doc), family in zip(METRICS, families):
                 family.add_metric(label, stats[key])
+            for (attr, _name, _doc), family in zip(HISTOGRAMS, histograms):
+                histogram = getattr(times, attr)
+                counts, total = histogram.snapshot()
+                family.add_metric(label, self._buckets(histogram.bounds,
+                                                       counts), total)
         yield from families
+
+    def _buckets(self, bounds: Tuple[float, ...],
+                 counts: List[int]) -> List[Tuple[str, float]]:
+        # Prometheus buckets count every value up to their bound (le), the
+        # bound written as prometheus_client writes its own.
+        buckets: List[Tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(bounds + (math.inf,), counts):
+            running += count
+            buckets.append((self._go_float(bound), running))
+        return buckets
 
 
 def register(*databases: Any, registry: Optional['CollectorRegistry'] = None,

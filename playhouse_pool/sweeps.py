@@ -32,13 +32,15 @@ class Sweeps:
         shrinking: bool
         started: bool
         epoch: int
-        n_closed: int
 
         def open_count(self) -> int: ...
         def fail_waiters(self, message: str) -> None: ...
         def _fill(self, now: float) -> Jobs: ...
         def _slot_freed(self, now: float) -> Jobs: ...
         def _notify_drained(self) -> None: ...
+        def _count_closed(self, count: int) -> None: ...
+        def _count_checkin(self, record: PoolConnection,
+                           now: float) -> None: ...
         def _send_out(self, record: PoolConnection, kind: str) -> Job: ...
         def _retire(self, record: PoolConnection, now: float) -> Job: ...
         def _last_usable(self, record: PoolConnection, now: float,
@@ -82,6 +84,7 @@ class Sweeps:
             if record is None:
                 self.closed_keys.pop(key, None)
                 return None
+            self._count_checkin(record, time.monotonic())
             self.closing += 1
             self._notify_drained()
             return record
@@ -164,7 +167,7 @@ class Sweeps:
         """The caller closed ``count`` connections whose slots it held."""
         with self.lock:
             self.closing -= count
-            self.n_closed += count
+            self._count_closed(count)
             return self._slot_freed(time.monotonic())
 
     # -- Housekeeping (the housekeeper calls these, one round at a time) ----

@@ -152,6 +152,7 @@ def _open(pool: Any, job: Job, workers: Workers) -> Jobs:
             pool._submit([job])          # to the workers of the pool now
             return []
         job.attempts += 1
+        began = time.monotonic()
         try:
             record = pool._new_connection()
         except Exception as exc:
@@ -177,7 +178,8 @@ def _open(pool: Any, job: Job, workers: Workers) -> Jobs:
             workers.stopping.wait(delay)
             continue
         logger.debug('Opened connection %x.', record.key)
-        return ledger.opened(job, record, time.monotonic())
+        now = time.monotonic()
+        return ledger.opened(job, record, now, now - began)
 
 
 def _fail_waiters(pool: Any, exc: BaseException, at_once: List[Waiter],

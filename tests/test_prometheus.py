@@ -1,4 +1,6 @@
-"""The Prometheus collector exposes pool_stats() as it is at scrape time."""
+"""The Prometheus collector exposes pool_stats() as it is at scrape time, and
+histograms of the pool's wait, use and connect times."""
+import math
 import os
 import subprocess
 import sys
@@ -34,19 +36,51 @@ SAMPLES = {
     'recycled': ('playhouse_pool_connections_recycled_total', 'counter'),
     'recovered': ('playhouse_pool_statements_recovered_total', 'counter'),
     'wait_seconds': ('playhouse_pool_wait_seconds_total', 'counter'),
+    'use_seconds': ('playhouse_pool_use_seconds_total', 'counter'),
+    'connect_seconds': ('playhouse_pool_connect_seconds_total', 'counter'),
+    'connect_errors': ('playhouse_pool_connect_errors_total', 'counter'),
 }
+
+# The histograms' names (what dashboards rely on).
+WAIT, USE, CREATE = ('playhouse_pool_wait_time_seconds',
+                     'playhouse_pool_use_time_seconds',
+                     'playhouse_pool_create_time_seconds')
 
 
 def scrape(registry: Any) -> Dict[str, Dict[str, Any]]:
-    """{database label: {sample name: (value, family type)}}, parsed back
-    from the text exposition."""
+    """{database label: {sample name: (value, family type)}} of the gauges
+    and counters, parsed back from the text exposition."""
     text = generate_latest(registry).decode()
     out: Dict[str, Dict[str, Any]] = {}
     for family in text_string_to_metric_families(text):
+        if family.type == 'histogram':
+            continue
         for sample in family.samples:
             assert set(sample.labels) == {'database'}
             out.setdefault(sample.labels['database'], {})[sample.name] = (
                 sample.value, family.type)
+    return out
+
+
+def scrape_histograms(registry: Any) -> Dict[str, Dict[str, Any]]:
+    """{database label: {histogram name: {'buckets': [(le, cumulative
+    count)], 'count': n, 'sum': s}}}, parsed back from the exposition."""
+    text = generate_latest(registry).decode()
+    out: Dict[str, Dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != 'histogram':
+            continue
+        for sample in family.samples:
+            label = sample.labels['database']
+            found = out.setdefault(label, {}).setdefault(
+                family.name, {'buckets': []})
+            if sample.name.endswith('_bucket'):
+                assert set(sample.labels) == {'database', 'le'}
+                found['buckets'].append((float(sample.labels['le']),
+                                         sample.value))
+            else:
+                assert set(sample.labels) == {'database'}
+                found[sample.name.rsplit('_', 1)[1]] = sample.value
     return out
 
 
@@ -113,7 +147,8 @@ def test_scrape_shows_exactly_pool_stats_at_that_moment(tmp_path: Any) -> None:
     # (recycle() runs on workers in the background: tests/test_lifecycle;
     # recovered stays 0: SQLite never runs a statement again.)
     assert all(stats[key] > 0 for key in SAMPLES
-               if key not in ('waiting', 'recycled', 'recovered')), stats
+               if key not in ('waiting', 'recycled', 'recovered',
+                              'connect_errors')), stats
     db.close()
     assert_scrape_matches()
 
@@ -178,3 +213,53 @@ def test_package_imports_without_prometheus_client_and_says_what_to_install(
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True, cwd=root).stdout
     assert "pip install 'playhouse-pool[prometheus]'" in out
+
+
+def test_the_three_histograms_count_the_workload(server_backend: Any) -> None:
+    db = server_backend.make_db(max_connections=2, timeout=0.05)
+    registry = CollectorRegistry()
+    register(db, registry=registry)
+
+    for _ in range(5):                        # 5 checkouts, 1 connect
+        with db.connection_context():
+            db.execute_sql('SELECT 1')
+    with db.execution_context(with_transaction=False):
+        with db.execution_context(with_transaction=False):   # a new one
+            with pytest.raises(pp.MaxConnectionsExceeded):
+                with db.execution_context():
+                    pass
+            [held] = scrape_histograms(registry).values()
+    [histograms] = scrape_histograms(registry).values()
+    stats = db.pool_stats()
+
+    assert (held[WAIT]['count'], held[USE]['count']) == (7, 5)
+    assert histograms[WAIT]['count'] == stats['checkouts'] == 7
+    assert histograms[USE]['count'] == 7                  # every check-in
+    assert histograms[CREATE]['count'] == stats['created'] == 2
+    assert histograms[USE]['sum'] == pytest.approx(stats['use_seconds'],
+                                                   rel=1e-9)
+    assert histograms[CREATE]['sum'] == pytest.approx(
+        stats['connect_seconds'], rel=1e-9)
+    for histogram in histograms.values():
+        bounds = [le for le, _ in histogram['buckets']]
+        counts = [n for _, n in histogram['buckets']]
+        assert bounds[0] == pytest.approx(1e-5) and bounds[-2] == 50
+        assert bounds[-1] == math.inf and counts[-1] == histogram['count']
+        assert counts == sorted(counts)       # cumulative
+    scraped = scrape(registry)
+    assert scraped == {db.database: expected(stats)}
+
+
+def test_histograms_count_from_the_collector_on(tmp_path: Any) -> None:
+    db = make_db(tmp_path)
+    with db.connection_context():            # before: not in them
+        pass
+    registry = CollectorRegistry()
+    register(db, registry=registry)
+    with db.connection_context():
+        pass
+
+    [histograms] = scrape_histograms(registry).values()
+    assert histograms[WAIT]['count'] == 1
+    assert histograms[CREATE]['count'] == 0
+    assert db.pool_stats()['checkouts'] == 2
