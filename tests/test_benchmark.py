@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import playhouse_pool
-from conftest import POSTGRES_URL, _require, run_threads, wait_until
+from conftest import (POSTGRES_URL, Psycopg2Backend, _require, run_threads,
+                      wait_until)
 from playhouse_pool.benchmark import cli, pools, scenarios
 from playhouse_pool.benchmark.lean import LeanSqliteDatabase
 from playhouse_pool.benchmark.proxy import LatencyProxy
@@ -78,7 +79,7 @@ def short_scenarios(monkeypatch):
 @pytest.mark.server
 def test_every_scenario_runs_on_postgres_with_psycopg_pool_beside_ours(
         capsys, short_scenarios):
-    _require('postgres')
+    _require(Psycopg2Backend)
     status, report = run_json(capsys, '--url', POSTGRES_URL, '--duration',
                               '0.2', '--iterations', '200')
     assert status == 0

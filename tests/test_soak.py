@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from conftest import DATABASE_ERRORS, run_threads, settled, wait_until
+from conftest import (DATABASE_ERRORS, MySQLBackend, Psycopg2Backend,
+                      Psycopg3Backend, run_threads, settled, wait_until)
 
 THREADS = 32
 OPERATIONS = int(os.environ.get('PLAYHOUSE_POOL_SOAK_OPERATIONS', '2000'))
@@ -39,7 +40,11 @@ class Ledger:
                        % (self.table, db.param), (key,))
 
 
+# One driver per server protocol: the soak is long, and what differs
+# between the MySQL drivers is covered by the fault tests on each.
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize('server_backend', [Psycopg2Backend, Psycopg3Backend,
+                                            MySQLBackend], indirect=True)
 def test_soak_pool_server_and_ledger_agree(server_backend):
     db = server_backend.make_db(max_connections=MAX, timeout=60)
     ledger = Ledger(db, server_backend)
