@@ -37,7 +37,7 @@ from .errors import ConfigureError, MaxConnectionsExceeded
 from .events import PoolEvents
 from .ledger import Ledger
 from .records import Jobs, PoolConnection, Waiter
-from .recovery import PROVEN, UNPROVEN, FirstStatementRecovery
+from .recovery import UNPROVEN, FirstStatementRecovery
 from .workers import Housekeeper, Workers, housekeep, log_reclaimed
 
 logger = logging.getLogger('playhouse_pool')
@@ -277,7 +277,7 @@ class PooledDatabase(FirstStatementRecovery):
         # A connection that sat idle may have died unseen: its first
         # statement is watched (recovery.py); a new one has just proven
         # itself.
-        setattr(self._state, PROVEN, got.conn if got.fresh else UNPROVEN)
+        self._state.pool_proven = got.conn if got.fresh else UNPROVEN
         events = self._events
         if events.listeners:
             events.checkout(time.monotonic() - now)

@@ -82,18 +82,15 @@ if TYPE_CHECKING:
 else:
     _DatabaseBase = object
 
-# peewee's per-thread state (``db._state``) holds, under this name, the
+# peewee's per-thread state (``db._state``) holds, as ``pool_proven``, the
 # connection of the current checkout once it has proven itself (it was new,
-# or its first statement ran); anything else there (this marker, an older
-# connection) means the next statement is the checkout's first.
-# connect() sets it (pool.py, _checkout); the check per statement is one
-# identity test.
-PROVEN = 'pool_proven'
+# or its first statement ran); anything else there (UNPROVEN, an older
+# connection, nothing yet in this thread) means the next statement is the
+# checkout's first. The pool's checkout sets it (pool.py, _checkout); the
+# cost per statement is one identity test. Where ReconnectMixin is outside
+# the pool, ``pool_retried`` holds the error of a statement the pool ran
+# again, until ReconnectMixin has seen it.
 UNPROVEN = object()
-
-# Where ReconnectMixin is outside the pool: the error of a statement the
-# pool has already run again, until ReconnectMixin has seen it.
-_RETRIED = 'pool_retried'
 
 # Postgres statements whose effects all live in one transaction, by their
 # first keyword: a FATAL admin shutdown proves that they left nothing.
@@ -136,8 +133,8 @@ class FirstStatementRecovery(_DatabaseBase):
         def _discard_checked_out(self, conn: Any) -> None: ...
         def _count_recovered(self) -> None: ...
 
-    # True where a ReconnectMixin comes before this class in the MRO.
-    _reconnect_outside = False
+    # Where a ReconnectMixin comes before this class in the MRO, after it.
+    _reconnect_outside = _reconnect_inside = False
 
     def _never_ran(self, conn: Any, error: BaseException,
                    sql: Optional[str]) -> bool:
@@ -150,37 +147,68 @@ class FirstStatementRecovery(_DatabaseBase):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         mro = cls.__mro__
-        cls._reconnect_outside = (
-            ReconnectMixin in mro and mro.index(ReconnectMixin)
-            < mro.index(FirstStatementRecovery))
+        if ReconnectMixin in mro:
+            outside = (mro.index(ReconnectMixin)
+                       < mro.index(FirstStatementRecovery))
+            cls._reconnect_outside = outside
+            cls._reconnect_inside = not outside
 
-    def execute_sql(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+    # The hot path, for every statement: two reads of peewee's per-thread
+    # state (each costs more than a dict lookup) and an identity test. The
+    # healthy first statement of a checkout adds a read and a write. No
+    # getattr() default, no helper call, no *args forwarding when there is
+    # nothing to forward: each costs more than the test itself.
+
+    def execute_sql(self, sql: Any, params: Any = None, *args: Any,
+                    **kwargs: Any) -> Any:
         state = self._state
-        if state.conn is getattr(state, PROVEN, UNPROVEN):
-            return super().execute_sql(sql, *args, **kwargs)
-        return _first_statement(self, super().execute_sql, sql,
-                                (sql,) + args, kwargs)
+        conn = state.conn
+        try:
+            first = conn is not state.pool_proven
+        except AttributeError:          # this thread has not checked out yet
+            first = True
+        if first:
+            if (conn is None or state.transactions
+                    or self._reconnect_outside):
+                return _first_statement(self, super().execute_sql, sql,
+                                        (sql, params) + args, kwargs)
+            state.pool_proven = conn
+            try:
+                result = super().execute_sql(sql, params, *args, **kwargs)
+            except Exception as exc:
+                return _after_failure(self, conn, exc, super().execute_sql,
+                                      sql, (sql, params) + args, kwargs)
+            if self._reconnect_inside:
+                _proven_now(state, conn)
+            return result
+        if args or kwargs:
+            return super().execute_sql(sql, params, *args, **kwargs)
+        return super().execute_sql(sql, params)
 
     def begin(self, *args: Any, **kwargs: Any) -> Any:
         # peewee sends BEGIN on a cursor of its own, not through execute_sql.
         state = self._state
-        if state.conn is getattr(state, PROVEN, UNPROVEN):
-            return super().begin(*args, **kwargs)
-        return _first_statement(self, super().begin, None, args, kwargs)
+        try:
+            first = state.conn is not state.pool_proven
+        except AttributeError:
+            first = True
+        if first:
+            return _first_statement(self, super().begin, None, args, kwargs)
+        return super().begin(*args, **kwargs)
 
     def connection(self) -> Any:
         """The driver's connection. Whatever runs on it is out of the pool's
         sight, so the checkout's later statements are not watched."""
         conn = super().connection()
-        setattr(self._state, PROVEN, conn)
+        self._state.pool_proven = conn
         return conn
 
     def in_transaction(self) -> bool:
         if self._reconnect_outside:
             state = self._state
-            retried = getattr(state, _RETRIED, None)
+            retried = getattr(state, 'pool_retried', None)
             if retried is not None:
-                setattr(state, _RETRIED, None)
+                state.pool_retried = None
                 if sys.exc_info()[1] is retried:
                     # ReconnectMixin, about to retry what the pool already
                     # ran again: its rule for transactions makes it raise.
@@ -192,40 +220,56 @@ def _first_statement(db: Any, run: Callable[..., Any], sql: Optional[str],
                      args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """Run a checkout's first statement; again, once, on another connection
     if it failed on a connection that was dead before it reached the
-    server. ``sql`` is None for peewee's BEGIN."""
+    server. ``sql`` is None for peewee's BEGIN. (execute_sql() runs the
+    common case inline: a connection open, no transaction.)"""
     state = db._state
-    if state.closed:
+    if state.conn is None:
         if not db.autoconnect:
             return run(*args, **kwargs)        # peewee's error, as before
         db.connect()                           # as peewee would, but seen
-        if state.conn is getattr(state, PROVEN, UNPROVEN):
+        if state.conn is state.pool_proven:
             return run(*args, **kwargs)        # a new connection
     conn = state.conn
     # From here on the checkout's statements are not its first, whatever
     # this one does (a statement a layer below runs is not watched twice).
-    setattr(state, PROVEN, conn)
+    state.pool_proven = conn
     if state.transactions or (db._reconnect_outside
                               and sys.exc_info()[1] is not None):
         return run(*args, **kwargs)
     try:
         result = run(*args, **kwargs)
     except Exception as exc:
-        # A layer below (ReconnectMixin) that replaced the connection has
-        # retried already.
-        if state.conn is not conn or not db._never_ran(
-                conn, _driver_error(exc), sql):
-            raise
-        _replace(db, conn, exc)
-    else:
-        if state.conn is not conn and state.conn is not None:
-            setattr(state, PROVEN, state.conn)   # ReconnectMixin's, proven
-        return result
+        return _after_failure(db, conn, exc, run, sql, args, kwargs)
+    if db._reconnect_inside:
+        _proven_now(state, conn)
+    return result
+
+
+def _after_failure(db: Any, conn: Any, exc: Exception,
+                   run: Callable[..., Any], sql: Optional[str],
+                   args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """The first statement on ``conn`` raised ``exc``: raise it, or, if it
+    proves the statement never ran, run it again on another connection."""
+    state = db._state
+    # A layer below (ReconnectMixin) that replaced the connection has
+    # retried already.
+    if state.conn is not conn or not db._never_ran(
+            conn, _driver_error(exc), sql):
+        raise exc
+    _replace(db, conn, exc)
     try:
         return run(*args, **kwargs)
-    except Exception as exc:
+    except Exception as again:
         if db._reconnect_outside:
-            setattr(state, _RETRIED, exc)
+            state.pool_retried = again
         raise
+
+
+def _proven_now(state: Any, conn: Any) -> None:
+    # A ReconnectMixin below the pool may have moved the statement to a new
+    # connection: that one has proven itself.
+    if state.conn is not conn and state.conn is not None:
+        state.pool_proven = state.conn
 
 
 def _replace(db: Any, conn: Any, exc: BaseException) -> None:
@@ -238,7 +282,7 @@ def _replace(db: Any, conn: Any, exc: BaseException) -> None:
     db._discard_checked_out(conn)
     state.ctx = blocks
     db.connect()
-    setattr(state, PROVEN, state.conn)
+    state.pool_proven = state.conn
     db._count_recovered()
     logger.info('Connection %x was dead before its first statement reached '
                 'the server (%s); running the statement on connection %x.',

@@ -15,7 +15,7 @@ import playhouse_pool as pp
 from playhouse_pool import _compat
 from conftest import (DATABASE_ERRORS, MYSQL_URL, MariaDBConnectorBackend,
                       MySQLBackend, MySQLConnectorBackend, MySQLdbBackend,
-                      Psycopg2Backend, Psycopg3Backend, _require,
+                      Psycopg2Backend, Psycopg3Backend, _require, settled,
                       _url_kwargs)
 
 PEEWEE_MODULES = ['playhouse.pool', 'playhouse.postgres_ext',
@@ -180,12 +180,15 @@ def test_reconnect_mixin_does_not_replace_inside_a_transaction(
     db.connect()
     with pytest.raises(DATABASE_ERRORS):
         with db.atomic():
-            server_backend.kill(server_backend.conn_id(db))
+            victim = server_backend.conn_id(db)
+            server_backend.kill(victim)
             db.execute_sql('SELECT 1')
     db.close()
+    settled(db)            # a worker closed it and opened its replacement
     stats = db.pool_stats()
-    assert (stats['open'], stats['closed']) == (0, 1)
-    assert server_backend.server_ids() == set()
+    assert (stats['open'], stats['closed']) == (1, 1)
+    ids = server_backend.server_ids()
+    assert len(ids) == 1 and victim not in ids
 
 
 # -- CockroachDB: its hooks, on a psycopg2 connection to Postgres -----------
@@ -240,11 +243,13 @@ def test_cockroach_class_validates_the_pools_keywords():
 # -- The plain mixin ---------------------------------------------------------
 
 class PlainSqlite(pp.PooledDatabase, peewee.SqliteDatabase):
-    """The mixin on a database this package has no class for."""
+    """The mixin on a database this package has no class for (pooled
+    sqlite3 connections are opened on pool workers and used by other
+    threads: check_same_thread=False, as PooledSqliteDatabase sets)."""
 
 
 def test_plain_mixin_rolls_back_at_checkin_through_the_dbapi(tmp_path):
-    db = PlainSqlite(str(tmp_path / 'p.db'))
+    db = PlainSqlite(str(tmp_path / 'p.db'), check_same_thread=False)
     with db.connection_context():
         db.execute_sql('CREATE TABLE t (x int)')
     with db.connection_context():
@@ -258,9 +263,13 @@ def test_plain_mixin_rolls_back_at_checkin_through_the_dbapi(tmp_path):
 
 
 def test_plain_mixin_with_reset_session_does_not_reuse(tmp_path):
-    db = PlainSqlite(str(tmp_path / 'p.db'), reset_session=True)
+    db = PlainSqlite(str(tmp_path / 'p.db'), reset_session=True,
+                     check_same_thread=False)
+    seen = []
     for _ in range(2):
         with db.connection_context():
-            pass
+            seen.append(db.connection())
+    assert seen[0] is not seen[1]
+    settled(db)            # each check-in's connection closed and replaced
     stats = db.pool_stats()
-    assert (stats['created'], stats['closed'], stats['open']) == (2, 2, 0)
+    assert (stats['created'], stats['closed'], stats['open']) == (3, 2, 1)
