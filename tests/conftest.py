@@ -17,6 +17,7 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
+from playhouse_pool.benchmark.proxy import LatencyProxy
 
 POSTGRES_URL = os.environ.get('PLAYHOUSE_POOL_TEST_POSTGRES',
                               'postgresql://postgres@127.0.0.1:5432/test')
@@ -458,3 +459,22 @@ def pytest_collection_modifyitems(items: List[Any]) -> None:
         if 'pgbouncer' in getattr(item, 'fixturenames', ()) or any(
                 getattr(p, 'server', 'sqlite') != 'sqlite' for p in params):
             item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture
+def proxied(server_backend):
+    """(backend, proxy, make_db): databases whose connections go through
+    the proxy."""
+    url = POSTGRES_URL if server_backend.server == 'postgres' else MYSQL_URL
+    parsed = urlparse(url)
+    proxy = LatencyProxy(parsed.hostname, parsed.port or (
+        5432 if server_backend.server == 'postgres' else 3306)).start()
+
+    def make_db(db_class=None, **kwargs):
+        return server_backend.make_db(db_class, host='127.0.0.1',
+                                      port=proxy.port, **kwargs)
+    try:
+        yield server_backend, proxy, make_db
+    finally:
+        proxy.hang(False)
+        proxy.stop()

@@ -4,15 +4,12 @@ waiter is served by whatever comes first."""
 import logging
 import threading
 import time
-from urllib.parse import urlparse
 
 import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import (MYSQL_URL, POSTGRES_URL, Psycopg2Backend, age,
-                      run_threads, settled, wait_until)
-from playhouse_pool.benchmark.proxy import LatencyProxy
+from conftest import Psycopg2Backend, age, run_threads, settled, wait_until
 from test_housekeeping import open_idle
 
 SECRET = 'pw-4f1d9c-secret'
@@ -28,23 +25,6 @@ def record_calls(db, name):
         return original(*args)
     setattr(db, name, wrapper)
     return calls
-
-
-@pytest.fixture
-def proxied(server_backend):
-    url = POSTGRES_URL if server_backend.server == 'postgres' else MYSQL_URL
-    parsed = urlparse(url)
-    proxy = LatencyProxy(parsed.hostname, parsed.port or (
-        5432 if server_backend.server == 'postgres' else 3306)).start()
-
-    def make_db(**kwargs):
-        return server_backend.make_db(host='127.0.0.1', port=proxy.port,
-                                      **kwargs)
-    try:
-        yield server_backend, proxy, make_db
-    finally:
-        proxy.hang(False)
-        proxy.stop()
 
 
 # -- Who opens connections --------------------------------------------------

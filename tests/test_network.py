@@ -2,32 +2,11 @@
 dropped connections. The proxy sits between the pool and the real server."""
 import logging
 import threading
-from urllib.parse import urlparse
 
 import peewee
 import pytest
 
-from conftest import MYSQL_URL, POSTGRES_URL, run_threads, wait_until
-from playhouse_pool.benchmark.proxy import LatencyProxy
-
-
-@pytest.fixture
-def proxied(server_backend):
-    """(backend, proxy, make_db): databases whose connections go through
-    the proxy."""
-    url = POSTGRES_URL if server_backend.server == 'postgres' else MYSQL_URL
-    parsed = urlparse(url)
-    proxy = LatencyProxy(parsed.hostname, parsed.port or (
-        5432 if server_backend.server == 'postgres' else 3306)).start()
-
-    def make_db(db_class=None, **kwargs):
-        return server_backend.make_db(db_class, host='127.0.0.1',
-                                      port=proxy.port, **kwargs)
-    try:
-        yield server_backend, proxy, make_db
-    finally:
-        proxy.hang(False)
-        proxy.stop()
+from conftest import run_threads, wait_until
 
 
 def test_failed_connects_are_retried_and_counts_stay_exact(proxied, caplog):

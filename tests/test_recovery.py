@@ -20,7 +20,6 @@ from conftest import (DATABASE_ERRORS, MySQLBackend, Psycopg2Backend,
                       Psycopg3Backend, _backend, wait_until)
 from test_housekeeping import open_idle
 from playhouse_pool import _probe, recovery
-from test_network import proxied  # noqa: F401  (a fixture used here)
 
 TRIALS = 50
 
