@@ -37,10 +37,10 @@ them); it closes idle connections (``idle_timeout``) only down to
 """
 import logging
 import threading
-import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ._otel_batch import Batch
 from ._redact import redact
 from .events import BUCKETS, Tap, TimeHistogram, events_of
 
@@ -74,10 +74,6 @@ WAIT_TIME = ('db.client.connection.wait_time', 's',
 USE_TIME = ('db.client.connection.use_time', 's',
             'The time between borrowing a connection and returning it to the '
             'pool.')
-
-# Values recorded into the SDK between two yields of the GIL (about a
-# millisecond of work).
-_RECORD_BATCH = 64
 
 # (value, attributes) of an asynchronous instrument's points.
 _Points = List[Tuple[int, Dict[str, str]]]
@@ -134,8 +130,9 @@ class PoolInstruments:
         self._closed = False
         self._dropped_reported = 0
         times = events_of(db).times()
-        self._feeds: List[Tuple[TimeHistogram, Tap, Any]] = [
-            (source, source.tap(), histogram) for source, histogram in (
+        self._feeds: List[Tuple[TimeHistogram, Tap, Batch]] = [
+            (source, source.tap(), Batch(histogram, self.attributes))
+            for source, histogram in (
                 (times.connect, instruments.create_time),
                 (times.wait, instruments.wait_time),
                 (times.use, instruments.use_time))]
@@ -180,18 +177,13 @@ class PoolInstruments:
         # collects (the API's no-op one) costs that much memory, and what
         # does not fit is dropped and logged.
         #
-        # The SDK's CPU per value is the same, only off the request path: on
-        # the thread that collects (the exporter's).
-        attributes = self.attributes
-        for source, tap, histogram in self._feeds:
-            record, values = histogram.record, source.take(tap)
-            for start in range(0, len(values), _RECORD_BATCH):
-                for value in values[start:start + _RECORD_BATCH]:
-                    record(value, attributes)
-                # Let the request threads have the GIL between batches (a
-                # collection records thousands of values): they would wait
-                # up to the interpreter's switch interval (5 ms) otherwise.
-                time.sleep(0)
+        # Recorded one by one, the SDK's CPU per value would only move to
+        # the collecting thread, which shares the GIL with the requests:
+        # _otel_batch.Batch adds each batch to the SDK's aggregation at once
+        # where that is checked to be exact, and records each value
+        # elsewhere.
+        for source, tap, batch in self._feeds:
+            batch.record(source.take(tap))
         dropped = sum(tap.dropped for _, tap, _ in self._feeds)
         if dropped > self._dropped_reported:
             logger.warning(

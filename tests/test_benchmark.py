@@ -53,6 +53,44 @@ def test_s1_and_s2_run_on_sqlite_through_ours_the_lean_reference_and_peewee(
         assert all(t['pass'] is None for t in scenario['targets'])
 
 
+@pytest.mark.parametrize('kind', ['prometheus', 'otel', 'both'])
+def test_collector_runs_ours_again_in_s1_and_s2_with_it_attached_and_collecting(
+        capsys, monkeypatch, kind):
+    from playhouse_pool.benchmark import collectors
+    from playhouse_pool.events import events_of
+    seen = []
+    real_close = collectors.CollectedAdapter.close
+
+    def close(self):
+        # Before the last collection and close: the collecting thread has
+        # collected (however short the work was), the pool's events go to
+        # the collectors' listener.
+        wait_until(lambda: self.collections > 0, what='a collection')
+        seen.append((len(self.collects),
+                     len(events_of(self.db).listeners)))
+        real_close(self)
+    monkeypatch.setattr(collectors.CollectedAdapter, 'close', close)
+    monkeypatch.setattr(collectors, 'COLLECT_EVERY', 0.01)
+
+    status, report = run_json(capsys, '--scenario', 'S1,S2', '--duration',
+                              '0.3', '--iterations', '300', '--collector',
+                              kind)
+
+    assert status == 0
+    assert report['collector'] == kind
+    for scenario in by_id(report).values():
+        assert_ran(scenario, ['playhouse_pool', 'ours+collector', 'lean',
+                              'peewee'])
+        checked = [t['target'] for t in scenario['targets']]
+        assert any(text.startswith('with a collector') for text in checked)
+    # One collected pool per scenario.
+    collectors_per_kind = 2 if kind == 'both' else 1
+    assert len(seen) == 2
+    for collects, listeners in seen:
+        assert collects == collectors_per_kind
+        assert listeners >= 1
+
+
 def test_the_networked_scenarios_say_why_they_are_skipped_on_sqlite(capsys):
     status, report = run_json(capsys, '--scenario', 'S3,S4,S5,S6,S7')
     assert status == 0

@@ -14,7 +14,9 @@ from types import ModuleType
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .crew import describe
-from .pools import LEAN, PoolSpec, load_baseline, pool_specs
+from .collectors import COLLECTORS, check_available, with_collector
+from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, load_baseline,
+                    pool_specs)
 from .report import Outcome, Progress, Run, render, summary, to_json
 from .scenarios import SCENARIOS, Context, Figures, Scenario
 from .target import Target, check_reachable
@@ -27,6 +29,10 @@ needs no renaming. For an older commit:
 
   mkdir /tmp/ab && git archive REV playhouse_pool | tar -x -C /tmp/ab
   python -m playhouse_pool --url ... --baseline /tmp/ab/playhouse_pool
+
+--collector runs our pool a second time in S1 and S2 with a metrics
+collector attached and collecting every second (the row "ours+collector"),
+with a target for what it may cost.
 
 Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only.
 S3-S7 connect through a loopback proxy, so they need a networked database.
@@ -44,7 +50,8 @@ def run_scenario(ctx: Context, scenario: Scenario, specs: List[PoolSpec],
                            'a loopback proxy); use --url')
         progress.done('%s skipped: %s' % (scenario.id, outcome.skipped))
         return outcome
-    specs = [s for s in specs if scenario.with_lean or s.name != LEAN]
+    specs = [s for s in specs
+             if scenario.with_lean or s.name not in HOT_PATH_ONLY]
     runs: Dict[str, List[Figures]] = {spec.name: [] for spec in specs}
     for attempt in range(repeat):
         for spec in specs:
@@ -126,6 +133,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--baseline', metavar='DIR',
                         help='also run the copy of playhouse_pool in DIR (its '
                              'package directory) as "baseline" (see below)')
+    parser.add_argument('--collector', choices=COLLECTORS,
+                        help='also run ours with this metrics collector '
+                             'attached and collecting every second, as the '
+                             'row "ours+collector" of S1 and S2')
     args = parser.parse_args(argv)
     try:
         args.scenarios = _scenario_ids(args.scenario)
@@ -168,14 +179,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             check_reachable(target)
             if args.baseline:
                 baseline = load_baseline(args.baseline)
+            if args.collector:
+                check_available(args.collector)
         except Exception as exc:
             print('error: %s' % describe(exc), file=sys.stderr)
             return 2
-        run = Run(target, args.repeat, _describe_baseline(baseline))
+        run = Run(target, args.repeat, _describe_baseline(baseline),
+                  args.collector)
         progress = Progress(sys.stderr)
         ctx = Context(target, args.iterations, args.duration,
                       progress.update)
         specs = pool_specs(target, baseline)
+        if args.collector:
+            specs.insert(1, PoolSpec(COLLECTED, with_collector(
+                specs[0].build, args.collector)))
         try:
             outcomes = [run_scenario(ctx, scenario, specs, args.repeat,
                                      progress)

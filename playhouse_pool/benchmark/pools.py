@@ -7,6 +7,8 @@ keepalive, so it gets only what it has. The pools:
 
 - ``playhouse_pool``: this package, through its public API only;
 - ``baseline``: another copy of playhouse_pool (``--baseline``), for A/B;
+- ``ours+collector``: ours with a metrics collector attached and
+  collecting (``--collector``, ``collectors.py``), in S1 and S2;
 - ``lean``: the lean reference (``lean.py``), in S1 and S2;
 - ``peewee``: peewee's own ``playhouse.pool``;
 - ``psycopg_pool``: for a Postgres URL, when installed.
@@ -33,6 +35,9 @@ except ImportError:                      # optional: Postgres comparison only
 
 OURS, BASELINE, LEAN = 'playhouse_pool', 'baseline', 'lean'
 PEEWEE, PSYCOPG = 'peewee', 'psycopg_pool'
+COLLECTED = 'ours+collector'        # --collector (benchmark/collectors.py)
+# Run in S1 and S2 only (the hot path).
+HOT_PATH_ONLY = (LEAN, COLLECTED)
 SQL = 'SELECT 1'
 CHECKOUT_TIMEOUT = 30.0     # "wait, don't fail": every checkout may wait
 

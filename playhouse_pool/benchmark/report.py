@@ -13,6 +13,7 @@ import peewee
 
 from .. import __version__
 from .._redact import redact
+from .collectors import COLLECT_EVERY, COLLECTOR_NAMES
 from .pools import OURS, PSYCOPG, psycopg_pool
 from .scenarios import Check, Figures, Metric, Scenario
 from .target import Target
@@ -34,6 +35,7 @@ class Run:
     target: Target
     repeat: int
     baseline: Optional[str] = None      # where the baseline copy came from
+    collector: Optional[str] = None     # --collector's kind
 
 
 class Progress:
@@ -80,6 +82,10 @@ def render(run: Run, outcomes: List[Outcome]) -> str:
                     if run.repeat > 1 else '1 run')]
     if run.baseline:
         lines.append('baseline: ' + run.baseline)
+    if run.collector:
+        lines.append('ours+collector: ours with %s attached, collecting '
+                     'every %g s' % (COLLECTOR_NAMES[run.collector],
+                                     COLLECT_EVERY))
     for outcome in outcomes:
         lines.append('')
         lines.extend(_render_outcome(run.target, outcome))
@@ -218,6 +224,7 @@ def to_json(run: Run, outcomes: List[Outcome]) -> str:
     report = {'benchmark': 'playhouse_pool', 'version': __version__,
               'url': redact(run.target.url), 'backend': run.target.kind,
               'repeat': run.repeat, 'baseline': run.baseline,
+              'collector': run.collector,
               'environment': _environment(), 'scenarios': scenarios}
     return json.dumps(_finite(report), indent=2)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .crew import HUNG_AFTER, Crew, barrier, clock, close_quietly, prewarm
-from .pools import LEAN, PEEWEE, PSYCOPG, Adapter, PoolSpec, Query, Settings
+from .pools import (COLLECTED, LEAN, OURS, PEEWEE, PSYCOPG, Adapter,
+                    PoolSpec, Query, Settings)
 from .proxy import LatencyProxy
 from .target import Target
 
@@ -395,6 +396,9 @@ class Check:
     Without ``versus``: our ``metric`` against ``limit``. With ``versus``
     and no ``floor``: ours / ``versus``'s against ``limit``. With both:
     our figure against max(``floor``, ``limit`` x ``versus``'s figure).
+    "Ours" is ``subject``'s figure: our pool's unless another row of ours
+    is checked (``ours+collector`` against ``playhouse_pool``). A check of
+    a row that did not run is left out.
     """
     text: str
     metric: str
@@ -402,14 +406,17 @@ class Check:
     at_most: bool
     versus: Optional[str] = None
     floor: Optional[float] = None
+    subject: str = OURS         # whose figure is checked
+
 
     def evaluate(self, results: Dict[str, Figures]
                  ) -> Optional[Tuple[Optional[float], float]]:
         """(value, limit); None if ``versus`` did not run; value None if a
         figure is missing (an error)."""
-        if self.versus is not None and self.versus not in results:
+        if self.subject not in results or (
+                self.versus is not None and self.versus not in results):
             return None
-        ours = _figure(results, 'playhouse_pool', self.metric)
+        ours = _figure(results, self.subject, self.metric)
         if self.versus is None:
             return ours, self.limit
         theirs = _figure(results, self.versus, self.metric)
@@ -452,7 +459,9 @@ SCENARIOS = (
          Metric('ratio', 'x floor', '%.2f'),
          Metric('ops', 'ops', '%d', compare=False)),
         (Check('per op <= 1.10 x lean (each vs its floor)', 'ratio', 1.10,
-               True, LEAN),),
+               True, LEAN),
+         Check('with a collector: x floor <= 1.05 x without', 'ratio', 1.05,
+               True, OURS, subject=COLLECTED)),
         with_lean=True,
         note='floor: the same query on the same connection, held checked '
              'out; overhead: us/op - floor; medians over alternating blocks '
@@ -475,7 +484,9 @@ SCENARIOS = (
          Check('req/s >= 1.2 x psycopg_pool', 'rps', 1.2, False, PSYCOPG),
          Check('checkout wait p99 <= 0.8 x psycopg_pool', 'wait_p99_ms', 0.8,
                True, PSYCOPG),
-         Check('fairness (most/fewest) <= 1.1', 'fairness', 1.1, True)),
+         Check('fairness (most/fewest) <= 1.1', 'fairness', 1.1, True),
+         Check('with a collector: req/s >= 0.95 x without', 'rps', 0.95,
+               False, OURS, subject=COLLECTED)),
         with_lean=True,
         note='wait: time spent in checkout; most/fewest: requests of the '
              'busiest thread / of the least busy; 4 connections opened '
