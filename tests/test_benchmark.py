@@ -54,7 +54,7 @@ def test_s1_and_s2_run_on_sqlite_through_ours_the_lean_reference_and_peewee(
 
 
 @pytest.mark.parametrize('kind', ['prometheus', 'otel', 'both'])
-def test_collector_runs_ours_again_in_s1_and_s2_with_it_attached_and_collecting(
+def test_collector_runs_ours_again_in_s1_and_s2_attached_and_collecting(
         capsys, monkeypatch, kind):
     from playhouse_pool.benchmark import collectors
     from playhouse_pool.events import events_of
@@ -69,7 +69,14 @@ def test_collector_runs_ours_again_in_s1_and_s2_with_it_attached_and_collecting(
         seen.append((len(self.collects),
                      len(events_of(self.db).listeners)))
         real_close(self)
+    switched = []
+    real_switch = collectors.CollectedAdapter.switch
+
+    def switch(self, on):
+        real_switch(self, on)
+        switched.append((on, len(events_of(self.db).listeners)))
     monkeypatch.setattr(collectors.CollectedAdapter, 'close', close)
+    monkeypatch.setattr(collectors.CollectedAdapter, 'switch', switch)
     monkeypatch.setattr(collectors, 'COLLECT_EVERY', 0.01)
 
     status, report = run_json(capsys, '--scenario', 'S1,S2', '--duration',
@@ -81,8 +88,15 @@ def test_collector_runs_ours_again_in_s1_and_s2_with_it_attached_and_collecting(
     for scenario in by_id(report).values():
         assert_ran(scenario, ['playhouse_pool', 'ours+collector', 'lean',
                               'peewee'])
-        checked = [t['target'] for t in scenario['targets']]
-        assert any(text.startswith('with a collector') for text in checked)
+        checked = {t['target']: t['value'] for t in scenario['targets']}
+        [paired] = [value for text, value in checked.items()
+                    if text.startswith('with a collector')]
+        assert paired == scenario['results']['ours+collector'][
+            'paired_ratio'] > 0
+    # Measured paired: the collector was taken off (no listener at all) and
+    # put back on the same pool.
+    assert {on for on, _ in switched} == {False, True}
+    assert all((listeners > 0) == on for on, listeners in switched)
     # One collected pool per scenario.
     collectors_per_kind = 2 if kind == 'both' else 1
     assert len(seen) == 2

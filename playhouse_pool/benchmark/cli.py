@@ -14,7 +14,8 @@ from types import ModuleType
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .crew import describe
-from .collectors import COLLECTORS, check_available, with_collector
+from .collectors import (COLLECTORS, PAIRED_RUNS, check_available,
+                         with_collector)
 from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, load_baseline,
                     pool_specs)
 from .report import Outcome, Progress, Run, render, summary, to_json
@@ -74,8 +75,9 @@ def _prefixed(show: Callable[[str], None], label: str, text: str) -> None:
 
 
 def _attempt(scenario: Scenario, ctx: Context, spec: PoolSpec) -> Figures:
+    run = PAIRED_RUNS[scenario.id] if spec.name == COLLECTED else scenario.run
     try:
-        return scenario.run(ctx, spec)
+        return run(ctx, spec)
     except Exception as exc:
         return {'error': describe(exc)}
 

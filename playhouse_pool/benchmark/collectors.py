@@ -1,5 +1,6 @@
 """``--collector``: our pool once more, with a metrics collector attached
-and collecting, as the row ``ours+collector`` of S1 and S2.
+and collecting, as the row ``ours+collector`` of S1 and S2, and what that
+costs, measured paired.
 
 What is attached is what an operator runs: for ``prometheus`` the
 collector of ``playhouse_pool.prometheus`` in a registry of its own, scraped
@@ -9,13 +10,27 @@ meter provider with an in-memory reader, collected as often (an exporter's
 periodic reader does the same work, then sends it); ``both`` attaches the
 two. The collections run on a thread of their own inside the timed work,
 so their cost is counted, as it would be in a served process.
+
+Why paired: two pools run one after the other differ by up to 15% in S2 on
+a small VM (their connections' server processes land on different CPUs),
+far more than the 5% a collector may cost. So the row ``ours+collector`` is
+one pool whose collector is switched off and on between blocks, on the same
+connections: "off" is the pool with nothing attached (no listener, no
+collections), "on" attached and collecting. Its figures are the "on"
+blocks'; ``paired_ratio`` is "on" against "off" (S1: per op, each block
+against the floor beside it; S2: requests/s), the figure the targets check.
 """
 from __future__ import annotations
 
+import statistics
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..events import events_of
+from .crew import close_quietly, prewarm
 from .pools import Adapter, Builder, PeeweeAdapter, Settings
+from .scenarios import (S1_BLOCK, S1_BUDGET, S2_CONNECTIONS, Context,
+                        Figures, held_loop, s2_block, s2_figures, time_loop)
 from .target import Target
 
 COLLECTOR_NAMES = {
@@ -24,6 +39,7 @@ COLLECTOR_NAMES = {
     'both': 'the Prometheus collector and OpenTelemetry (SDK)'}
 COLLECTORS = tuple(COLLECTOR_NAMES)
 COLLECT_EVERY = 1.0     # seconds between two scrapes or collections
+S2_PAIRS = 2            # S2: off/on pairs of blocks (ABBA), duration / 2 each
 
 
 def _prometheus(db: Any) -> Callable[[], Any]:
@@ -62,7 +78,8 @@ def check_available(kind: str) -> None:
 
 class CollectedAdapter(PeeweeAdapter):
     """Our pool with ``kind``'s collectors attached and collecting every
-    ``COLLECT_EVERY`` seconds until :meth:`close`."""
+    ``COLLECT_EVERY`` seconds until :meth:`close`; :meth:`switch` takes
+    them off and puts them back."""
 
     def __init__(self, db: Any, kind: str) -> None:
         super().__init__(db)
@@ -72,6 +89,10 @@ class CollectedAdapter(PeeweeAdapter):
         if kind in ('otel', 'both'):
             self.collects.append(_otel(db))
         self.collections = 0
+        self._events = events_of(db)
+        self._times = self._events.times()       # the collectors' listener
+        self._on = threading.Event()
+        self._on.set()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = threading.Thread(
             target=self._collect_often, name='benchmark-collector',
@@ -80,7 +101,20 @@ class CollectedAdapter(PeeweeAdapter):
 
     def _collect_often(self) -> None:
         while not self._stop.wait(COLLECT_EVERY):
-            self.collect()
+            if self._on.is_set():
+                self.collect()
+
+    def switch(self, on: bool) -> None:
+        """Off: the pool has no listener and nothing collects; on: as
+        built."""
+        if on == self._on.is_set():
+            return
+        if on:
+            self._events.attach(self._times)
+            self._on.set()
+        else:
+            self._on.clear()
+            self._events.detach(self._times)
 
     def collect(self) -> None:
         for collect in self.collects:
@@ -88,6 +122,7 @@ class CollectedAdapter(PeeweeAdapter):
         self.collections += 1
 
     def close(self) -> None:
+        self.switch(True)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -103,3 +138,81 @@ def with_collector(build: Builder, kind: str) -> Builder:
         assert isinstance(adapter, PeeweeAdapter)
         return CollectedAdapter(adapter.db, kind)
     return build_collected
+
+
+# -- The paired runs ----------------------------------------------------------
+
+def _collected(spec: Any, ctx: Context, settings: Settings
+               ) -> CollectedAdapter:
+    adapter = spec.build(ctx.target, settings)
+    assert isinstance(adapter, CollectedAdapter)
+    return adapter
+
+
+def run_s1_paired(ctx: Context, spec: Any) -> Figures:
+    """S1 on one collected pool: each round a floor block, then the pool's
+    blocks without and with the collector (their order alternating)."""
+    adapter = _collected(spec, ctx, Settings(1, 1))
+    try:
+        pooled = adapter.cycle()
+        per_op = time_loop(pooled, 200) / 200    # also opens the connection
+        rounds = max(min(ctx.iterations, int(S1_BUDGET / per_op))
+                     // S1_BLOCK, 1)
+        floors: List[float] = []
+        times: Dict[bool, List[float]] = {False: [], True: []}
+        for index in range(rounds):
+            floors.append(held_loop(adapter, S1_BLOCK))
+            for on in (True, False) if index % 2 else (False, True):
+                adapter.switch(on)
+                times[on].append(time_loop(pooled, S1_BLOCK))
+        adapter.switch(True)
+    finally:
+        close_quietly(adapter)
+    pool_us = statistics.median(times[True]) / S1_BLOCK * 1e6
+    without_us = statistics.median(times[False]) / S1_BLOCK * 1e6
+    floor_us = statistics.median(floors) / S1_BLOCK * 1e6
+    return {'us_per_op': pool_us, 'floor_us': floor_us,
+            'overhead_us': pool_us - floor_us, 'ratio': pool_us / floor_us,
+            'ops': rounds * S1_BLOCK, 'without_us_per_op': without_us,
+            'paired_ratio': statistics.median(
+                on / off for on, off in zip(times[True], times[False]))}
+
+
+def run_s2_paired(ctx: Context, spec: Any) -> Figures:
+    """S2 on one collected pool: ``S2_PAIRS`` pairs of blocks without and
+    with the collector, ABBA, each half the duration."""
+    adapter = _collected(spec, ctx, Settings(S2_CONNECTIONS, S2_CONNECTIONS))
+    seconds = ctx.duration / 2
+    blocks: Dict[bool, List[Tuple[List[List[float]], float]]] = {
+        False: [], True: []}
+    try:
+        prewarm(adapter, S2_CONNECTIONS)
+        for index in range(S2_PAIRS):
+            for on in (True, False) if index % 2 else (False, True):
+                adapter.switch(on)
+                blocks[on].append(s2_block(adapter, seconds, _progress(
+                    ctx, on, len(blocks[on]) + 1)))
+        adapter.switch(True)
+    finally:
+        close_quietly(adapter)
+    rates = {on: [sum(len(w) for w in waits) / elapsed
+                  for waits, elapsed in blocks[on]] for on in blocks}
+    figures = s2_figures(
+        [w for waits, _ in blocks[True] for w in waits],
+        sum(elapsed for _, elapsed in blocks[True]))
+    figures['without_rps'] = statistics.median(rates[False])
+    figures['paired_ratio'] = statistics.median(
+        on / off for on, off in zip(rates[True], rates[False]))
+    return figures
+
+
+def _progress(ctx: Context, on: bool, block: int
+              ) -> Callable[[float], None]:
+    label = '%s %d/%d: ' % ('with' if on else 'without', block, S2_PAIRS)
+    seconds = ctx.duration / 2
+    return lambda elapsed: ctx.progress('%s%.1f / %.1f s' % (
+        label, min(elapsed, seconds), seconds))
+
+
+#: The collected row's run, per scenario (S1 and S2 only).
+PAIRED_RUNS = {'S1': run_s1_paired, 'S2': run_s2_paired}
