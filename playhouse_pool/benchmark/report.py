@@ -13,8 +13,8 @@ import peewee
 
 from .. import __version__
 from .._redact import redact
-from .collectors import COLLECT_EVERY, COLLECTOR_NAMES
-from .pools import OURS, PSYCOPG, psycopg_pool
+from .collectors import COLLECT_EVERY, COLLECTED_NOTE, COLLECTOR_NAMES
+from .pools import COLLECTED, OURS, PSYCOPG, psycopg_pool
 from .scenarios import Check, Figures, Metric, Scenario
 from .target import Target
 
@@ -125,6 +125,8 @@ def _render_outcome(target: Target, outcome: Outcome) -> List[str]:
     note = scenario.note
     if PSYCOPG in outcome.results and scenario.psycopg_note:
         note = (note + ' ' + scenario.psycopg_note).strip()
+    if COLLECTED in outcome.results:
+        note = (note + ' ' + COLLECTED_NOTE).strip()
     if note:
         lines.append(textwrap.fill(note, 79, initial_indent='    note: ',
                                    subsequent_indent=' ' * 10))
@@ -151,7 +153,9 @@ def ratios_of(outcome: Outcome) -> Dict[str, Figures]:
         return {}
     ratios: Dict[str, Figures] = {}
     for name, theirs in outcome.results.items():
-        if name == OURS or 'error' in theirs:
+        # The collected row is judged against ours paired, by its target:
+        # its blocks are not the other rows' (collectors.py).
+        if name in (OURS, COLLECTED) or 'error' in theirs:
             continue
         ratios[name] = {m.key: _ratio(ours[m.key], theirs[m.key])
                         for m in outcome.scenario.metrics if m.compare}
