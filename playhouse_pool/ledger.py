@@ -111,31 +111,36 @@ class Ledger(Sweeps):
 
     # -- Checkout -----------------------------------------------------------
 
-    def checkout(self, owner: Owner, now: float,
-                 since: float) -> Union[PoolConnection, 'Waiter']:
+    def checkout(self, owner: Owner, now: float, since: float,
+                 counted: bool = False) -> Union[PoolConnection, 'Waiter']:
         """The oldest idle connection, now checked out by ``owner``; with
         none, a queued Waiter, whose ``jobs`` (a connect for it, if nothing
         on its way covers it) and ``reclaimed`` the caller submits and logs
         once the lock is released. ``since``: when the checkout started
         (its deadline counts from then). The hot path: one lock, one heap
         pop. Raises MaxConnectionsExceeded if nothing can serve this thread
-        in time, PoolClosedError while close_all() drains the pool."""
+        in time, PoolClosedError while close_all() drains the pool.
+        ``counted``: this checkout was counted already (it looks again after
+        a connection it was handed failed its checks): a checkout counts
+        once, however many connections it goes through."""
         with self.lock:
             if self.idle and not self.draining:
                 record = heapq.heappop(self.idle)[2]
-                self._take(record, owner, now)
+                self._take(record, owner, now, counted)
                 return record
-            return self._enqueue(owner, since)
+            return self._enqueue(owner, since, counted)
 
-    def _take(self, record: PoolConnection, owner: Owner,
-              now: float) -> None:
+    def _take(self, record: PoolConnection, owner: Owner, now: float,
+              counted: bool) -> None:
         record.checked_out = now
         record.owner = owner
         record.leak_reported = False
         self.in_use[record.key] = record
-        self.n_checkouts += 1
+        if not counted:
+            self.n_checkouts += 1
 
-    def _enqueue(self, owner: Owner, since: float) -> 'Waiter':
+    def _enqueue(self, owner: Owner, since: float,
+                 counted: bool) -> 'Waiter':
         if self.draining:
             raise PoolClosedError('The pool is shutting down '
                                   '(close_all is draining it).')
@@ -171,6 +176,7 @@ class Ledger(Sweeps):
         wait = options.wait_seconds
         waiter = Waiter(owner, since, None if wait is None else since + wait)
         waiter.jobs, waiter.reclaimed = jobs, reclaimed
+        waiter.counted = counted
         self.waiters.append(waiter)
         return waiter
 
@@ -258,7 +264,7 @@ class Ledger(Sweeps):
         record.stack = None
         if self.waiters:
             waiter = self._next_waiter(now)
-            self._take(record, waiter.owner, now)
+            self._take(record, waiter.owner, now, waiter.counted)
             waiter.hand(record)
         else:
             record.fresh = False

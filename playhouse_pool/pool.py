@@ -10,13 +10,14 @@ The rooms behind it, each with one job:
   keeps alive, evicts and refills.
 * ``guards.py``: thread guards that reclaim a dead thread's connection, and
   the fork handler.
+* ``opening.py``: opening one connection, as a worker does (callable
+  connect keywords, ``configure``, the probe), and messages without secrets.
 
 This class turns peewee's calls (connect, close, init, close_all, ...) into
 ledger operations, runs the cheap checks a checkout needs on the request's
 thread (status flags and a zero-timeout socket poll: no round trip), and
 hands the rest to the workers.
 """
-import inspect
 import logging
 import math
 import os
@@ -30,13 +31,13 @@ from peewee import InterfaceError, OperationalError
 
 from . import guards
 from ._options import PoolOptions, pop_options, seconds
-from ._probe import probe_for
 from ._redact import redact
 from .context import ExecutionContext
-from .errors import ConfigureError, MaxConnectionsExceeded
+from .errors import MaxConnectionsExceeded
 from .events import PoolEvents
 from .ledger import Ledger
 from .records import Jobs, PoolConnection, Waiter
+from .opening import ConnectionOpening
 from .recovery import UNPROVEN, FirstStatementRecovery
 from .workers import Housekeeper, Workers, housekeep, log_reclaimed
 
@@ -49,7 +50,7 @@ _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 # peewee's context manager that turns driver errors into peewee's.
 _driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 
-class PooledDatabase(FirstStatementRecovery):
+class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     """Mixin that gives a peewee ``Database`` class a connection pool.
 
     Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
@@ -89,7 +90,7 @@ class PooledDatabase(FirstStatementRecovery):
         self._housekeeper: Optional[Housekeeper] = None
         self._start_lock = threading.Lock()
         self._guards = threading.local()
-        self._resolved = threading.local()
+        self._init_opening()
         guards.track(self)
         super().__init__(database, **kwargs)
 
@@ -129,19 +130,6 @@ class PooledDatabase(FirstStatementRecovery):
     def _reserved(self) -> int:
         """Slots held by a connect, close, ping or reset under way."""
         return self._ledger.reserved
-
-    # -- Connect keywords as callables --------------------------------------
-
-    @property
-    def connect_params(self) -> Dict[str, Any]:
-        """peewee's connect keywords; while a worker opens a connection on
-        this thread, with every zero-argument callable called."""
-        resolved = getattr(self._resolved, 'params', None)
-        return self._connect_params if resolved is None else resolved
-
-    @connect_params.setter
-    def connect_params(self, params: Dict[str, Any]) -> None:
-        self._connect_params = params
 
     # -- Backend hooks -----------------------------------------------------
     # The pool opens with the database class's own _connect() and closes with
@@ -295,8 +283,9 @@ class PooledDatabase(FirstStatementRecovery):
                 log_reclaimed(got.reclaimed)
                 self._submit(got.jobs)
                 got = self._wait(got)
-            elif got is None:
-                got = self._ledger.checkout(owner, time.monotonic(), start)
+            elif got is None:             # the last one failed its checks
+                got = self._ledger.checkout(owner, time.monotonic(), start,
+                                            True)
                 continue
             if self._usable(got, time.monotonic()):
                 return got
@@ -377,8 +366,11 @@ class PooledDatabase(FirstStatementRecovery):
             if self._workers is None:
                 self._workers = Workers(self)
             if self._housekeeper is None:
-                self._housekeeper = Housekeeper(self)
-                self._housekeeper.start()
+                # Recorded once running: a KeyboardInterrupt in start()
+                # leaves none, and the next checkout starts one.
+                housekeeper = Housekeeper(self)
+                housekeeper.start()
+                self._housekeeper = housekeeper
             self._submit(self._ledger.start())
 
     def _submit(self, jobs: Jobs) -> None:
@@ -404,56 +396,6 @@ class PooledDatabase(FirstStatementRecovery):
         """One round of the housekeeper (as its thread runs it); returns
         seconds until the next."""
         return housekeep(self)
-
-    # -- Opening and closing (on workers, outside every lock) ---------------
-
-    def _new_connection(self) -> PoolConnection:
-        """Open, set up and wrap a connection (a worker calls this). Raises
-        the driver's error (as peewee's) or ConfigureError."""
-        params = self._connect_params
-        providers = [k for k, v in params.items() if _is_provider(v)]
-        if providers:
-            # Secrets stay in this frame and the driver: never stored.
-            self._resolved.params = {
-                k: (v() if k in providers else v) for k, v in params.items()}
-        try:
-            with _driver_errors:
-                conn = self._connect()
-        finally:
-            self._resolved.params = None
-        try:
-            if self.server_version is None:
-                with _driver_errors:
-                    self._set_server_version(conn)
-            configure = self._pool_options.configure
-            if configure is not None:
-                try:
-                    configure(conn)
-                except Exception as exc:
-                    raise ConfigureError(
-                        'configure() failed on a new connection: %s'
-                        % self._safe_error(exc)) from exc
-            probe = self._probe(conn)
-        except BaseException:
-            self._close_raw(conn)
-            raise
-        return PoolConnection(conn, probe, self._pool_options.stale_timeout,
-                              time.monotonic())
-
-    def _probe(self, conn: Any) -> Any:
-        try:
-            return probe_for(self._fileno(conn))
-        except Exception:                  # no socket to probe
-            logger.debug('No readability probe for connection %x.', id(conn),
-                         exc_info=True)
-            return None
-
-    def _close_raw(self, conn: Any) -> None:
-        try:
-            self._close(conn)
-        except Exception:
-            logger.debug('Error closing connection %x.', id(conn),
-                         exc_info=True)
 
     def _reset(self, conn: Any) -> bool:
         """Check-in clean-up, outside the lock; never raises."""
@@ -598,41 +540,11 @@ class PooledDatabase(FirstStatementRecovery):
             type(self).__name__, redact(str(self.database)), stats['open'],
             stats['in_use'], stats['idle'], stats['max_connections'] or None)
 
-    # -- Messages (never with a secret) -------------------------------------
-
-    def _safe_name(self) -> str:
-        return redact(str(self.database))
-
-    def _safe_error(self, exc: BaseException) -> str:
-        return redact('%s: %s' % (type(exc).__name__, str(exc).strip()))
-
-    def _could_not_connect(self, cause: BaseException) -> BaseException:
-        error = OperationalError(
-            'playhouse_pool could not connect to %s within timeout=%s: %s'
-            % (self._safe_name(), self._pool_options.timeout,
-               self._safe_error(cause)))
-        error.__cause__ = cause
-        return error
-
-
 def _timed_out(options: PoolOptions) -> BaseException:
     return MaxConnectionsExceeded(
         'Exceeded maximum connections, timed out after %ss waiting for a '
         'connection (max_connections=%s).'
         % (options.timeout, options.max_connections))
-
-
-def _is_provider(value: Any) -> bool:
-    """A zero-argument callable standing for a connect keyword's value
-    (not a class, nor a driver callback such as psycopg's row_factory,
-    which takes arguments)."""
-    if not callable(value) or isinstance(value, type):
-        return False
-    try:
-        inspect.signature(value).bind()
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

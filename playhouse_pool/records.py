@@ -73,7 +73,7 @@ class Waiter:
     ``fail`` is called on it exactly once, by whoever removed it from the
     queue under the ledger's lock."""
     __slots__ = ('_signal', 'record', 'error', 'owner', 'since', 'deadline',
-                 'jobs', 'reclaimed')
+                 'jobs', 'reclaimed', 'counted')
 
     def __init__(self, owner: Owner, since: float,
                  deadline: Optional[float]) -> None:
@@ -88,6 +88,7 @@ class Waiter:
         # connect to start, dead threads' connections to log.
         self.jobs: List['Job'] = []
         self.reclaimed: List[Tuple[int, str]] = []
+        self.counted = False      # in pool_stats()['checkouts'] already
 
     def wait(self, timeout: float) -> bool:
         if timeout >= threading.TIMEOUT_MAX:       # inf, or beyond the OS

@@ -180,6 +180,25 @@ def test_a_reclaimed_connection_is_checked_in(tmp_path: Any) -> None:
     assert db.pool_stats()['use_seconds'] == recorder.heard[2][1]
 
 
+def test_a_checkout_that_meets_a_dead_connection_counts_once(
+        tmp_path: Any) -> None:
+    db = pp.PooledSqliteDatabase(str(tmp_path / 'a.db'), max_connections=2)
+    recorder = Recorder()
+    events_of(db).attach(recorder)
+    with db.connection_context():
+        dead = db.connection()
+    dead.close()                 # behind the pool's back, while idle
+
+    with db.connection_context():
+        assert db.connection() is not dead     # replaced at checkout
+    settled(db)
+
+    stats = db.pool_stats()
+    assert stats['created'] == 2 and stats['closed'] == 1
+    assert stats['checkouts'] == 2
+    assert [e for e, _ in recorder.heard].count('checkout') == 2
+
+
 def test_a_detached_listener_hears_nothing_more(tmp_path: Any) -> None:
     db = pp.PooledSqliteDatabase(str(tmp_path / 'a.db'))
     recorder = Recorder()

@@ -58,16 +58,19 @@ def test_leak_warning_names_the_checkout_stack(backend, caplog):
         db.connect()
 
     checkout_here_and_forget()
-    wait_until(lambda: any('leak_timeout' in r.getMessage()
-                           for r in caplog.records), what='a leak warning')
-    leaks = [r.getMessage() for r in caplog.records
-             if 'leak_timeout' in r.getMessage()]
-    assert len(leaks) == 1
-    assert 'checkout_here_and_forget' in leaks[0]
+    [key] = db._ledger.in_use
+    mine = 'Connection %x ' % key      # not another test's pool's warning
+
+    def leaks():
+        return [r.getMessage() for r in caplog.records
+                if 'leak_timeout' in r.getMessage()
+                and r.getMessage().startswith(mine)]
+    wait_until(leaks, what='a leak warning')
+    assert len(leaks()) == 1
+    assert 'checkout_here_and_forget' in leaks()[0]
     # Reported once per checkout:
     assert db._ledger.leaked(time.monotonic(), 0.0) == []
-    assert len([r for r in caplog.records
-                if 'leak_timeout' in r.getMessage()]) == 1
+    assert len(leaks()) == 1
     db.close()
 
 

@@ -1,0 +1,141 @@
+"""Opening a connection, as a pool worker does it: the connect keywords'
+callables called (and never stored), the database's own connect, the
+server version, the user's ``configure``, the readability probe; and the
+messages that name the database, never with a secret.
+
+``ConnectionOpening`` is a mixin of ``PooledDatabase`` (pool.py), which
+calls ``_new_connection`` from its workers (workers.py) and closes with
+``_close_raw``.
+"""
+import inspect
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+import peewee
+from peewee import OperationalError
+
+from ._options import PoolOptions
+from ._probe import probe_for
+from ._redact import redact
+from .errors import ConfigureError
+from .records import PoolConnection
+
+logger = logging.getLogger('playhouse_pool')
+
+# peewee's context manager that turns driver errors into peewee's.
+_driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
+
+
+class ConnectionOpening:
+    """How a pooled database opens (and closes) one connection."""
+
+    if TYPE_CHECKING:
+        # The pooled database's and peewee's, which this builds on.
+        _pool_options: PoolOptions
+        _connect_params: Dict[str, Any]
+        database: Any
+        server_version: Any
+
+        def _connect(self) -> Any: ...
+        def _close(self, conn: Any) -> None: ...
+        def _set_server_version(self, conn: Any) -> None: ...
+        def _fileno(self, conn: Any) -> Optional[int]: ...
+
+    def _init_opening(self) -> None:
+        # While a worker opens a connection: the connect keywords with their
+        # callables called, for connect_params on that thread only.
+        self._resolved = threading.local()
+
+    # -- Connect keywords as callables --------------------------------------
+
+    @property
+    def connect_params(self) -> Dict[str, Any]:
+        """peewee's connect keywords; while a worker opens a connection on
+        this thread, with every zero-argument callable called."""
+        resolved = getattr(self._resolved, 'params', None)
+        return self._connect_params if resolved is None else resolved
+
+    @connect_params.setter
+    def connect_params(self, params: Dict[str, Any]) -> None:
+        self._connect_params = params
+
+    # -- Opening (on workers, outside every lock) ---------------------------
+
+    def _new_connection(self) -> PoolConnection:
+        """Open, set up and wrap a connection (a worker calls this). Raises
+        the driver's error (as peewee's) or ConfigureError."""
+        params = self._connect_params
+        providers = [k for k, v in params.items() if _is_provider(v)]
+        if providers:
+            # Secrets stay in this frame and the driver: never stored.
+            self._resolved.params = {
+                k: (v() if k in providers else v) for k, v in params.items()}
+        try:
+            with _driver_errors:
+                conn = self._connect()
+        finally:
+            self._resolved.params = None
+        try:
+            if self.server_version is None:
+                with _driver_errors:
+                    self._set_server_version(conn)
+            configure = self._pool_options.configure
+            if configure is not None:
+                try:
+                    configure(conn)
+                except Exception as exc:
+                    raise ConfigureError(
+                        'configure() failed on a new connection: %s'
+                        % self._safe_error(exc)) from exc
+            probe = self._probe(conn)
+        except BaseException:
+            self._close_raw(conn)
+            raise
+        return PoolConnection(conn, probe, self._pool_options.stale_timeout,
+                              time.monotonic())
+
+    def _probe(self, conn: Any) -> Any:
+        try:
+            return probe_for(self._fileno(conn))
+        except Exception:                  # no socket to probe
+            logger.debug('No readability probe for connection %x.', id(conn),
+                         exc_info=True)
+            return None
+
+    def _close_raw(self, conn: Any) -> None:
+        try:
+            self._close(conn)
+        except Exception:
+            logger.debug('Error closing connection %x.', id(conn),
+                         exc_info=True)
+
+    # -- Messages (never with a secret) -------------------------------------
+
+    def _safe_name(self) -> str:
+        return redact(str(self.database))
+
+    def _safe_error(self, exc: BaseException) -> str:
+        return redact('%s: %s' % (type(exc).__name__, str(exc).strip()))
+
+    def _could_not_connect(self, cause: BaseException) -> BaseException:
+        error = OperationalError(
+            'playhouse_pool could not connect to %s within timeout=%s: %s'
+            % (self._safe_name(), self._pool_options.timeout,
+               self._safe_error(cause)))
+        error.__cause__ = cause
+        return error
+
+
+def _is_provider(value: Any) -> bool:
+    """A zero-argument callable standing for a connect keyword's value
+    (not a class, nor a driver callback such as psycopg's row_factory,
+    which takes arguments)."""
+    if not callable(value) or isinstance(value, type):
+        return False
+    try:
+        inspect.signature(value).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
