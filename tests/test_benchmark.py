@@ -105,6 +105,17 @@ def test_collector_runs_ours_again_in_s1_and_s2_attached_and_collecting(
         assert listeners >= 1
 
 
+def test_a_collector_that_is_not_installed_is_refused_naming_the_install(
+        capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'opentelemetry.sdk.metrics', None)
+
+    assert cli.main(['--scenario', 'S1', '--collector', 'both']) == 2
+
+    error = capsys.readouterr().err
+    assert '--collector both needs opentelemetry.sdk.metrics' in error
+    assert 'pip install opentelemetry-sdk' in error
+
+
 def test_the_networked_scenarios_say_why_they_are_skipped_on_sqlite(capsys):
     status, report = run_json(capsys, '--scenario', 'S3,S4,S5,S6,S7')
     assert status == 0

@@ -24,6 +24,7 @@ targets check. Measured like this, the noise of S2 is about 2%.
 """
 from __future__ import annotations
 
+import importlib
 import statistics
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -52,12 +53,31 @@ COLLECTED_NOTE = (
     'pairwise.' % S2_BLOCK)
 
 
+# What each collector needs installed, and how to install it.
+_NEEDS = {'prometheus': ('prometheus_client',
+                         "pip install 'playhouse-pool[prometheus]'"),
+          'otel': ('opentelemetry.sdk.metrics',
+                   'pip install opentelemetry-sdk')}
+
+
+def _parts(kind: str) -> List[str]:
+    return ['prometheus', 'otel'] if kind == 'both' else [kind]
+
+
+def check_available(kind: str) -> None:
+    """ImportError naming what to install if ``kind`` cannot run here."""
+    for part in _parts(kind):
+        module, install = _NEEDS[part]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError('--collector %s needs %s: %s'
+                              % (kind, module, install)) from exc
+
+
 def _prometheus(db: Any) -> Callable[[], Any]:
-    try:
-        from prometheus_client import CollectorRegistry, generate_latest
-    except ImportError as exc:
-        raise ImportError("--collector prometheus needs prometheus_client: "
-                          "pip install 'playhouse-pool[prometheus]'") from exc
+    from prometheus_client import CollectorRegistry, generate_latest
+
     from ..prometheus import register
     registry = CollectorRegistry()
     register(db, registry=registry)
@@ -65,12 +85,9 @@ def _prometheus(db: Any) -> Callable[[], Any]:
 
 
 def _otel(db: Any) -> Callable[[], Any]:
-    try:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    except ImportError as exc:
-        raise ImportError("--collector otel needs the OpenTelemetry SDK: "
-                          "pip install opentelemetry-sdk") from exc
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
     from ..otel import instrument
     reader = InMemoryMetricReader()
     instrument(db, meter_provider=MeterProvider(metric_readers=[reader]),
@@ -78,12 +95,7 @@ def _otel(db: Any) -> Callable[[], Any]:
     return reader.get_metrics_data
 
 
-def check_available(kind: str) -> None:
-    """ImportError naming what to install if ``kind`` cannot run here."""
-    if kind in ('prometheus', 'both'):
-        import prometheus_client  # noqa: F401
-    if kind in ('otel', 'both'):
-        import opentelemetry.sdk.metrics  # noqa: F401
+_ATTACH = {'prometheus': _prometheus, 'otel': _otel}
 
 
 class CollectedAdapter(PeeweeAdapter):
@@ -93,11 +105,8 @@ class CollectedAdapter(PeeweeAdapter):
 
     def __init__(self, db: Any, kind: str) -> None:
         super().__init__(db)
-        self.collects: List[Callable[[], Any]] = []
-        if kind in ('prometheus', 'both'):
-            self.collects.append(_prometheus(db))
-        if kind in ('otel', 'both'):
-            self.collects.append(_otel(db))
+        self.collects: List[Callable[[], Any]] = [
+            _ATTACH[part](db) for part in _parts(kind)]
         self.collections = 0
         self._events = events_of(db)
         self._times = self._events.times()       # the collectors' listener
