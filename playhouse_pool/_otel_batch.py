@@ -22,10 +22,12 @@ at collection no request's span is current, so the SDK's default filter
 would sample none either.)
 """
 import bisect
+import contextlib
 import logging
+import math
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 logger = logging.getLogger('playhouse_pool.otel')
 
@@ -39,29 +41,15 @@ _checked: Dict[str, bool] = {}
 _checking = threading.Lock()
 
 
-def _sdk() -> Optional[Any]:
-    """The SDK's internal names the merge uses, or None if this SDK lacks
-    one of them."""
+def _sdk() -> Optional[type]:
+    """The SDK's explicit-bucket aggregation class, which the merge feeds,
+    or None without the SDK (or with one that has no such class)."""
     try:
-        from opentelemetry.sdk.metrics._internal import (
-            _view_instrument_match as matches)
         from opentelemetry.sdk.metrics._internal.aggregation import (
             _ExplicitBucketHistogramAggregation)
     except ImportError:
         return None
-    hash_attributes = getattr(matches, '_hash_attributes', None)
-    match_class = getattr(matches, '_ViewInstrumentMatch', None)
-    if hash_attributes is None or match_class is None or not hasattr(
-            match_class, '_get_or_create_aggregation'):
-        return None
-    return _Internals(hash_attributes, _ExplicitBucketHistogramAggregation)
-
-
-class _Internals:
-    def __init__(self, hash_attributes: Callable[[Any], Any],
-                 explicit: type) -> None:
-        self.hash_attributes = hash_attributes
-        self.explicit = explicit
+    return _ExplicitBucketHistogramAggregation
 
 
 def _real(histogram: Any) -> Any:
@@ -83,35 +71,59 @@ def _matches(histogram: Any) -> Optional[List[Any]]:
     return found
 
 
+def _aggregation_of(match: Any, attributes: Dict[str, str]) -> Any:
+    """The match's aggregation for these attributes (filtered by its view
+    already), or None (dropped by a delta collection, or the attribute
+    set went to the SDK's overflow point). Under the match's lock."""
+    for aggregation in match._attributes_aggregation.values():
+        if aggregation._attributes == attributes:
+            return aggregation
+    return None
+
+
 def merge(histogram: Any, values: Sequence[float],
-          attributes: Dict[str, str], internals: Any) -> bool:
-    """Add ``values`` to SDK ``histogram`` as ``record()`` of each would;
+          attributes: Dict[str, str], explicit: type) -> bool:
+    """Add ``values`` to SDK ``histogram`` as one ``record()`` each would;
     False (nothing added) if some view does not aggregate into explicit
     buckets or this is not an SDK histogram."""
     matches = _matches(histogram)
     if matches is None:
         return False
-    explicit = internals.explicit
     if any(type(match._aggregation) is not explicit for match in matches):
         return False
-    if not histogram._is_enabled():
+    enabled = getattr(histogram, '_is_enabled', None)
+    if not values or (enabled is not None and not enabled()):
         return True                  # record() would drop them too
-    if not values:
+    # The first value the public way: the SDK makes each view's aggregation
+    # for these attributes, however its version keys them.
+    histogram.record(values[0], attributes)
+    rest = values[1:]
+    if not rest:
         return True
-    ordered = sorted(values)
-    total = 0.0
-    for value in values:             # in order, as record() would add them
-        total += value
+    kept = []
     for match in matches:
         keys = match._view._attribute_keys
-        kept = dict(attributes) if keys is None else {
-            k: v for k, v in attributes.items() if k in keys}
-        key = internals.hash_attributes(kept)
-        # The match's lock first, as the SDK's record() and collect() take
-        # them: a delta collection cannot drop the aggregation meanwhile.
-        with match._lock:
-            aggregation = match._get_or_create_aggregation(key, kept)
-            _add(aggregation, ordered, total)
+        kept.append(dict(attributes) if keys is None else {
+            k: v for k, v in attributes.items() if k in keys})
+    with contextlib.ExitStack() as locks:
+        # Every match's lock, as the SDK's collect() takes it: no delta
+        # collection can drop an aggregation between finding and filling.
+        for match in matches:
+            locks.enter_context(match._lock)
+        found = [_aggregation_of(match, attrs)
+                 for match, attrs in zip(matches, kept)]
+        if all(aggregation is not None for aggregation in found):
+            ordered = sorted(rest)
+            total = 0.0
+            for value in rest:       # in order, as record() would add them
+                total += value
+            for aggregation in found:
+                _add(aggregation, ordered, total)
+            return True
+    # Not found (collected meanwhile): the rest the public way, with no lock
+    # of the SDK's held.
+    for value in rest:
+        histogram.record(value, attributes)
     return True
 
 
@@ -139,7 +151,7 @@ def _points(reader: Any) -> List[Any]:
         return []
     return sorted(
         ((metric.name, point.count, tuple(point.bucket_counts), point.min,
-          point.max, round(point.sum, 9))
+          point.max, point.sum)
          for resource in data.resource_metrics
          for scope in resource.scope_metrics
          for metric in scope.metrics
@@ -147,7 +159,15 @@ def _points(reader: Any) -> List[Any]:
         key=lambda p: p[0])
 
 
-def _merge_matches_record(internals: Any) -> bool:
+def _same(these: List[Any], those: List[Any]) -> bool:
+    # Sums may differ in the last bits: the merge adds a batch's values up
+    # before adding them to the running sum.
+    return len(these) == len(those) and all(
+        a[:-1] == b[:-1] and math.isclose(a[-1], b[-1], rel_tol=1e-9)
+        for a, b in zip(these, those))
+
+
+def _merge_matches_record(explicit: type) -> bool:
     """Whether :func:`merge` gives exactly what ``record()`` gives on this
     SDK: both ways, on a private provider, through a cumulative and a
     delta reader, over two collections."""
@@ -168,34 +188,34 @@ def _merge_matches_record(internals: Any) -> bool:
         for batch in ([5e-5, 1e-4, 2e-3, 1e-3, 0.5], [], [3e-3, 1e-2]):
             for value in batch:
                 recorded.record(value, attributes)
-            if not merge(merged, batch, attributes, internals):
+            if not merge(merged, batch, attributes, explicit):
                 return False
             for reader in readers:
                 points = _points(reader)
-                if [p[1:] for p in points if p[0] == 'a'] != [
-                        p[1:] for p in points if p[0] == 'b']:
+                if not _same([p[1:] for p in points if p[0] == 'a'],
+                             [p[1:] for p in points if p[0] == 'b']):
                     return False
         return True
     finally:
         provider.shutdown()
 
 
-def _merge_works() -> Optional[Any]:
-    """The SDK internals for :func:`merge`, if it is checked to work here
-    (once per process)."""
+def _merge_works() -> Optional[type]:
+    """The SDK aggregation class for :func:`merge`, if the merge is checked
+    to work here (once per process)."""
     with _checking:
-        internals = _sdk()
-        if internals is None:
+        explicit = _sdk()
+        if explicit is None:
             return None
         if 'merge' not in _checked:
             try:
-                _checked['merge'] = _merge_matches_record(internals)
+                _checked['merge'] = _merge_matches_record(explicit)
             except Exception:        # an SDK whose internals differ
                 logger.debug('OpenTelemetry SDK histograms: recording each '
                              'value (the batch merge does not fit this SDK)',
                              exc_info=True)
                 _checked['merge'] = False
-        return internals if _checked['merge'] else None
+        return explicit if _checked['merge'] else None
 
 
 class Batch:
@@ -206,7 +226,7 @@ class Batch:
     def __init__(self, histogram: Any, attributes: Dict[str, str]) -> None:
         self.histogram = histogram
         self.attributes = attributes
-        self._internals: Optional[Any] = None
+        self._explicit: Optional[type] = None
         self._looked = False
         self.merged = 0              # values merged (the tests read it)
 
@@ -215,10 +235,10 @@ class Batch:
         if histogram is None:
             return                   # the global provider is not set yet
         if not self._looked and hasattr(histogram, '_measurement_consumer'):
-            self._internals = _merge_works()
+            self._explicit = _merge_works()
             self._looked = True
-        if self._internals is not None and merge(
-                histogram, values, self.attributes, self._internals):
+        if self._explicit is not None and merge(
+                histogram, values, self.attributes, self._explicit):
             self.merged += len(values)
             return
         self._each(histogram, values)

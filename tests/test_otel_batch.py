@@ -51,7 +51,7 @@ def points(reader: InMemoryMetricReader) -> Dict[str, List[Tuple[Any, ...]]]:
                 found[metric.name] = sorted(
                     (tuple(sorted(p.attributes.items())), p.count,
                      tuple(getattr(p, 'bucket_counts', ()) or ()),
-                     p.min, p.max, round(p.sum, 12))
+                     p.min, p.max, pytest.approx(p.sum, rel=1e-12))
                     for p in metric.data.data_points)
     return found
 
