@@ -102,6 +102,11 @@ def test_min_connections_are_opened_ahead_and_refilled_after_a_kill(
                                 ping_after=0.1)
     with db.connection_context():
         pass
+    # Open on the pool's side, not only the server's: a connection still in
+    # its handshake is on the server's list already, and killing that one
+    # is a failed connect, not a refill.
+    wait_until(lambda: db.pool_stats()['open'] == 3, what='the minimum')
+    settled(db)
     wait_until(lambda: len(server_backend.server_ids()) == 3,
                what='the minimum to open')
     victim = sorted(server_backend.server_ids())[0]
