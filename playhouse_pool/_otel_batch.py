@@ -17,9 +17,10 @@ it is used only after :func:`_merge_matches_record` has shown, on this
 process's SDK, on a private meter provider with a cumulative and a delta
 reader, that it gives exactly the points ``record()`` gives. Any other SDK
 version, view or provider gets ``record()`` for each value: slower, never
-wrong. (What the merge does not do: offer values to an exemplar reservoir;
-at collection no request's span is current, so the SDK's default filter
-would sample none either.)
+wrong. (What the merge does not do: offer values to an exemplar reservoir.
+No request's span is current at collection, so with the SDK's default
+filter recording each value there would sample none either, unless the
+collection itself runs in a sampled span.)
 """
 import bisect
 import contextlib
@@ -82,32 +83,35 @@ def _aggregation_of(match: Any, attributes: Dict[str, str]) -> Any:
 
 
 def merge(histogram: Any, values: Sequence[float],
-          attributes: Dict[str, str], explicit: type) -> bool:
-    """Add ``values`` to SDK ``histogram`` as one ``record()`` each would;
-    False (nothing added) if some view does not aggregate into explicit
-    buckets or this is not an SDK histogram."""
+          attributes: Dict[str, str], explicit: type) -> Optional[int]:
+    """Add ``values`` to SDK ``histogram`` as one ``record()`` each would.
+    Returns how many went straight into the SDK's aggregations (the others
+    through ``record()``); None, with nothing added, if some view does not
+    aggregate into explicit buckets or this is not an SDK histogram."""
     matches = _matches(histogram)
     if matches is None:
-        return False
+        return None
     if any(type(match._aggregation) is not explicit for match in matches):
-        return False
+        return None
     enabled = getattr(histogram, '_is_enabled', None)
     if not values or (enabled is not None and not enabled()):
-        return True                  # record() would drop them too
+        return 0                     # record() would drop them too
     # The first value the public way: the SDK makes each view's aggregation
     # for these attributes, however its version keys them.
     histogram.record(values[0], attributes)
     rest = values[1:]
     if not rest:
-        return True
+        return 0
     kept = []
     for match in matches:
         keys = match._view._attribute_keys
         kept.append(dict(attributes) if keys is None else {
             k: v for k, v in attributes.items() if k in keys})
     with contextlib.ExitStack() as locks:
-        # Every match's lock, as the SDK's collect() takes it: no delta
-        # collection can drop an aggregation between finding and filling.
+        # Every match's lock, as the SDK's collect() takes it (the SDK runs
+        # this callback under its consumer's lock already, so no collection
+        # of this provider runs meanwhile; this keeps it so should that
+        # change).
         for match in matches:
             locks.enter_context(match._lock)
         found = [_aggregation_of(match, attrs)
@@ -119,12 +123,13 @@ def merge(histogram: Any, values: Sequence[float],
                 total += value
             for aggregation in found:
                 _add(aggregation, ordered, total)
-            return True
-    # Not found (collected meanwhile): the rest the public way, with no lock
-    # of the SDK's held.
+            return len(rest)
+    # Not found (the SDK put these attributes on its overflow point, past
+    # its cardinality limit): the rest the public way, with no lock of the
+    # SDK's held.
     for value in rest:
         histogram.record(value, attributes)
-    return True
+    return 0
 
 
 def _add(aggregation: Any, ordered: List[float], total: float) -> None:
@@ -174,9 +179,13 @@ def _merge_matches_record(explicit: type) -> bool:
     from opentelemetry.sdk.metrics import Histogram, MeterProvider
     from opentelemetry.sdk.metrics.export import (AggregationTemporality,
                                                   InMemoryMetricReader)
+    from opentelemetry.sdk.resources import Resource
     readers = [InMemoryMetricReader(), InMemoryMetricReader(
         preferred_temporality={Histogram: AggregationTemporality.DELTA})]
-    provider = MeterProvider(metric_readers=readers)
+    # An empty resource: the default one runs the user's resource
+    # detectors, which may be slow.
+    provider = MeterProvider(metric_readers=readers,
+                             resource=Resource.get_empty())
     try:
         meter = provider.get_meter('playhouse_pool.check')
         bounds = [1e-4, 1e-3, 1e-2]
@@ -188,7 +197,7 @@ def _merge_matches_record(explicit: type) -> bool:
         for batch in ([5e-5, 1e-4, 2e-3, 1e-3, 0.5], [], [3e-3, 1e-2]):
             for value in batch:
                 recorded.record(value, attributes)
-            if not merge(merged, batch, attributes, explicit):
+            if merge(merged, batch, attributes, explicit) is None:
                 return False
             for reader in readers:
                 points = _points(reader)
@@ -228,7 +237,7 @@ class Batch:
         self.attributes = attributes
         self._explicit: Optional[type] = None
         self._looked = False
-        self.merged = 0              # values merged (the tests read it)
+        self.merged = 0              # values merged straight in (for tests)
 
     def record(self, values: Sequence[float]) -> None:
         histogram = _real(self.histogram)
@@ -237,11 +246,12 @@ class Batch:
         if not self._looked and hasattr(histogram, '_measurement_consumer'):
             self._explicit = _merge_works()
             self._looked = True
-        if self._explicit is not None and merge(
-                histogram, values, self.attributes, self._explicit):
-            self.merged += len(values)
-            return
-        self._each(histogram, values)
+        merged = None if self._explicit is None else merge(
+            histogram, values, self.attributes, self._explicit)
+        if merged is None:
+            self._each(histogram, values)
+        else:
+            self.merged += merged
 
     def _each(self, histogram: Any, values: Sequence[float]) -> None:
         record, attributes = histogram.record, self.attributes

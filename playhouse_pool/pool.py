@@ -36,8 +36,8 @@ from .context import ExecutionContext
 from .errors import MaxConnectionsExceeded
 from .events import PoolEvents
 from .ledger import Ledger
+from .opening import ConnectionOpening, _driver_errors
 from .records import Jobs, PoolConnection, Waiter
-from .opening import ConnectionOpening
 from .recovery import UNPROVEN, FirstStatementRecovery
 from .workers import Housekeeper, Workers, housekeep, log_reclaimed
 
@@ -47,8 +47,6 @@ logger = logging.getLogger('playhouse_pool')
 # skips it unless a subclass (or the instance) gives it one.
 _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 
-# peewee's context manager that turns driver errors into peewee's.
-_driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 
 class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     """Mixin that gives a peewee ``Database`` class a connection pool.
@@ -369,7 +367,11 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 # Recorded once running: a KeyboardInterrupt in start()
                 # leaves none, and the next checkout starts one.
                 housekeeper = Housekeeper(self)
-                housekeeper.start()
+                try:
+                    housekeeper.start()
+                except BaseException:   # it may be running: not twice
+                    housekeeper.stop()
+                    raise
                 self._housekeeper = housekeeper
             self._submit(self._ledger.start())
 
@@ -539,6 +541,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         return '<%s %r open=%d in_use=%d idle=%d max_connections=%s>' % (
             type(self).__name__, redact(str(self.database)), stats['open'],
             stats['in_use'], stats['idle'], stats['max_connections'] or None)
+
 
 def _timed_out(options: PoolOptions) -> BaseException:
     return MaxConnectionsExceeded(

@@ -32,7 +32,7 @@ needs no renaming. For an older commit:
   python -m playhouse_pool --url ... --baseline /tmp/ab/playhouse_pool
 
 --collector runs our pool a second time in S1 and S2 with a metrics
-collector attached and collecting every second (the row "ours+collector"),
+collector attached and collecting every 0.25 s (the row "ours+collector"),
 with a target for what it may cost.
 
 Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only.
@@ -137,7 +137,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              'package directory) as "baseline" (see below)')
     parser.add_argument('--collector', choices=COLLECTORS,
                         help='also run ours with this metrics collector '
-                             'attached and collecting every second, as the '
+                             'attached and collecting every 0.25 s, as the '
                              'row "ours+collector" of S1 and S2')
     args = parser.parse_args(argv)
     try:

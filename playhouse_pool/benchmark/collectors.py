@@ -22,6 +22,11 @@ blocks'; ``paired_ratio`` is "on" against "off", the median over the pairs
 ``S2_BLOCK``, with two collections in each "on" block), the figure the
 targets check. S2 runs each side twice the duration (``S2_SPAN``): its
 paired figure still moves by a few percent from run to run on a busy VM.
+S1's blocks (about 15 ms) are shorter than the time between collections,
+and the median leaves out the few a collection falls in: S1 measures what
+the collector costs each checkout, S2 that and the collections.
+``tests/scripts/collector_overhead.py`` measures the same way, and also
+gives the process's CPU time per request.
 """
 from __future__ import annotations
 

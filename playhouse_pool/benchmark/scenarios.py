@@ -417,7 +417,6 @@ class Check:
     floor: Optional[float] = None
     subject: str = OURS         # whose figure is checked
 
-
     def evaluate(self, results: Dict[str, Figures]
                  ) -> Optional[Tuple[Optional[float], float]]:
         """(value, limit); None if ``versus`` did not run; value None if a
