@@ -22,13 +22,14 @@ No request's span is current at collection, so with the SDK's default
 filter recording each value there would sample none either, unless the
 collection itself runs in a sampled span.)
 """
-import bisect
 import contextlib
 import logging
 import math
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
+
+from .events import count_into
 
 logger = logging.getLogger('playhouse_pool.otel')
 
@@ -38,7 +39,9 @@ __all__ = ['Batch', 'merge']
 # millisecond of the SDK's work).
 _RECORD_BATCH = 64
 
-_checked: Dict[str, bool] = {}
+# Whether the merge gives what record() gives on this SDK (None: not
+# checked yet).
+_merge_ok: Optional[bool] = None
 _checking = threading.Lock()
 
 
@@ -74,8 +77,8 @@ def _matches(histogram: Any) -> Optional[List[Any]]:
 
 def _aggregation_of(match: Any, attributes: Dict[str, str]) -> Any:
     """The match's aggregation for these attributes (filtered by its view
-    already), or None (dropped by a delta collection, or the attribute
-    set went to the SDK's overflow point). Under the match's lock."""
+    already), or None (the attribute set went to the SDK's overflow point,
+    past its cardinality limit). Under the match's lock."""
     for aggregation in match._attributes_aggregation.values():
         if aggregation._attributes == attributes:
             return aggregation
@@ -138,12 +141,7 @@ def _add(aggregation: Any, ordered: List[float], total: float) -> None:
     with aggregation._lock:
         if aggregation._value is None:
             aggregation._value = aggregation._get_empty_bucket_counts()
-        counts, below = aggregation._value, 0
-        for index, bound in enumerate(aggregation._boundaries):
-            upto = bisect.bisect_right(ordered, bound)
-            counts[index] += upto - below
-            below = upto
-        counts[-1] += len(ordered) - below
+        count_into(aggregation._value, aggregation._boundaries, ordered)
         aggregation._sum += total
         if aggregation._record_min_max:
             aggregation._min = min(aggregation._min, ordered[0])
@@ -212,19 +210,20 @@ def _merge_matches_record(explicit: type) -> bool:
 def _merge_works() -> Optional[type]:
     """The SDK aggregation class for :func:`merge`, if the merge is checked
     to work here (once per process)."""
+    global _merge_ok
     with _checking:
         explicit = _sdk()
         if explicit is None:
             return None
-        if 'merge' not in _checked:
+        if _merge_ok is None:
             try:
-                _checked['merge'] = _merge_matches_record(explicit)
+                _merge_ok = _merge_matches_record(explicit)
             except Exception:        # an SDK whose internals differ
                 logger.debug('OpenTelemetry SDK histograms: recording each '
                              'value (the batch merge does not fit this SDK)',
                              exc_info=True)
-                _checked['merge'] = False
-        return explicit if _checked['merge'] else None
+                _merge_ok = False
+        return explicit if _merge_ok else None
 
 
 class Batch:

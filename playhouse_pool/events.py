@@ -45,7 +45,7 @@ from typing import (Any, Callable, Deque, Iterable, List, Optional, Sequence,
                     Tuple)
 
 __all__ = ['BUCKETS', 'PoolEvents', 'PoolListener', 'PoolTimes', 'Tap',
-           'TimeHistogram', 'events_of']
+           'TimeHistogram', 'count_into', 'events_of']
 
 #: Upper bounds (seconds) of the histogram buckets: 10 us to 50 s, three
 #: per decade. A checkout served from an idle connection takes tens of
@@ -216,6 +216,20 @@ class Tap:
         return values
 
 
+def count_into(counts: List[int], bounds: Sequence[float],
+               ordered: Sequence[float]) -> None:
+    """Add sorted values ``ordered`` to per-bucket ``counts`` (one per
+    bound, inclusive upper limits, then +Inf). Sorted, a bucket's count is
+    a difference of two bisections: one C call per bound, not a Python step
+    per value."""
+    below = 0
+    for index, bound in enumerate(bounds):
+        upto = bisect.bisect_right(ordered, bound)         # values <= bound
+        counts[index] += upto - below
+        below = upto
+    counts[-1] += len(ordered) - below
+
+
 class TimeHistogram:
     """A cumulative histogram of one of the pool's times, in seconds, with
     fixed bucket upper bounds (``bounds``, inclusive, plus +Inf).
@@ -253,15 +267,7 @@ class TimeHistogram:
         values = [popleft() for _ in range(len(pending))]
         if not values:
             return
-        # Sorted, a bucket's count is a difference of two bisections: 22 of
-        # them in C, not a Python step per value (a third of the time).
-        ordered = sorted(values)
-        counts, below = self._counts, 0
-        for index, bound in enumerate(self.bounds):
-            upto = bisect.bisect_right(ordered, bound)     # values <= bound
-            counts[index] += upto - below
-            below = upto
-        counts[-1] += len(ordered) - below
+        count_into(self._counts, self.bounds, sorted(values))
         self._sum += sum(values)
         for tap in self._taps:
             tap._extend(values)

@@ -93,6 +93,8 @@ def test_collector_runs_ours_again_in_s1_and_s2_attached_and_collecting(
                     if text.startswith('with a collector')]
         assert paired == scenario['results']['ours+collector'][
             'paired_ratio'] > 0
+    collected_s2 = by_id(report)['S2']['results']['ours+collector']
+    assert collected_s2['cpu_us'] > 0 and collected_s2['without_cpu_us'] > 0
     # Measured paired: the collector was taken off (no listener at all) and
     # put back on the same pool.
     assert {on for on, _ in switched} == {False, True}

@@ -31,7 +31,7 @@ DELTA = {Histogram: AggregationTemporality.DELTA}
 @pytest.fixture(autouse=True)
 def fresh_check(monkeypatch: Any) -> None:
     # Each test decides afresh whether the merge fits this SDK.
-    monkeypatch.setattr(_otel_batch, '_checked', {})
+    monkeypatch.setattr(_otel_batch, '_merge_ok', None)
 
 
 def provider(views: Sequence[View] = (), delta: bool = False

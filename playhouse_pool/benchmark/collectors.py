@@ -24,22 +24,24 @@ targets check. S2 runs each side twice the duration (``S2_SPAN``): its
 paired figure still moves by a few percent from run to run on a busy VM.
 S1's blocks (about 15 ms) are shorter than the time between collections,
 and the median leaves out the few a collection falls in: S1 measures what
-the collector costs each checkout, S2 that and the collections.
-``tests/scripts/collector_overhead.py`` measures the same way, and also
-gives the process's CPU time per request.
+the collector costs each checkout, S2 that and the collections. S2 also
+reports the process's CPU time per request with and without (``cpu_us``,
+``without_cpu_us`` in ``--json``).
 """
 from __future__ import annotations
 
 import importlib
 import statistics
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..events import events_of
 from .crew import close_quietly, prewarm
 from .pools import Adapter, Builder, PeeweeAdapter, Settings
-from .scenarios import (S1_BLOCK, S1_BUDGET, S2_CONNECTIONS, Context,
-                        Figures, held_loop, s2_block, s2_figures, time_loop)
+from .scenarios import (S1_BLOCK, S2_CONNECTIONS, Context, Figures,
+                        held_loop, s1_figures, s1_rounds, s2_block,
+                        s2_figures, time_loop)
 from .target import Target
 
 COLLECTOR_NAMES = {
@@ -181,12 +183,9 @@ def run_s1_paired(ctx: Context, spec: Any) -> Figures:
     adapter = _collected(spec, ctx, Settings(1, 1))
     try:
         pooled = adapter.cycle()
-        per_op = time_loop(pooled, 200) / 200    # also opens the connection
-        rounds = max(min(ctx.iterations, int(S1_BUDGET / per_op))
-                     // S1_BLOCK, 1)
         floors: List[float] = []
         times: Dict[bool, List[float]] = {False: [], True: []}
-        for index in range(rounds):
+        for index in range(s1_rounds(ctx, pooled)):
             floors.append(held_loop(adapter, S1_BLOCK))
             for on in (True, False) if index % 2 else (False, True):
                 adapter.switch(on)
@@ -194,14 +193,12 @@ def run_s1_paired(ctx: Context, spec: Any) -> Figures:
         adapter.switch(True)
     finally:
         close_quietly(adapter)
-    pool_us = statistics.median(times[True]) / S1_BLOCK * 1e6
-    without_us = statistics.median(times[False]) / S1_BLOCK * 1e6
-    floor_us = statistics.median(floors) / S1_BLOCK * 1e6
-    return {'us_per_op': pool_us, 'floor_us': floor_us,
-            'overhead_us': pool_us - floor_us, 'ratio': pool_us / floor_us,
-            'ops': rounds * S1_BLOCK, 'without_us_per_op': without_us,
-            'paired_ratio': statistics.median(
-                on / off for on, off in zip(times[True], times[False]))}
+    figures = s1_figures(times[True], floors)
+    figures['without_us_per_op'] = s1_figures(times[False],
+                                              floors)['us_per_op']
+    figures['paired_ratio'] = statistics.median(
+        on / off for on, off in zip(times[True], times[False]))
+    return figures
 
 
 def run_s2_paired(ctx: Context, spec: Any) -> Figures:
@@ -214,13 +211,18 @@ def run_s2_paired(ctx: Context, spec: Any) -> Figures:
     pairs = max(2, round(S2_SPAN * ctx.duration / seconds))
     blocks: Dict[bool, List[Tuple[List[List[float]], float]]] = {
         False: [], True: []}
+    cpu: Dict[bool, List[float]] = {False: [], True: []}   # us per request
     try:
         prewarm(adapter, S2_CONNECTIONS)
         for index in range(pairs):
             for on in (True, False) if index % 2 else (False, True):
                 adapter.switch(on)
-                blocks[on].append(s2_block(adapter, seconds, _progress(
-                    ctx, on, index + 1, pairs, seconds)))
+                used = time.process_time()
+                waits, elapsed = s2_block(adapter, seconds, _progress(
+                    ctx, on, index + 1, pairs, seconds))
+                used = time.process_time() - used
+                blocks[on].append((waits, elapsed))
+                cpu[on].append(used / sum(len(w) for w in waits) * 1e6)
         adapter.switch(True)
     finally:
         close_quietly(adapter)
@@ -232,6 +234,10 @@ def run_s2_paired(ctx: Context, spec: Any) -> Figures:
     figures['without_rps'] = statistics.median(rates[False])
     figures['paired_ratio'] = statistics.median(
         on / off for on, off in zip(rates[True], rates[False]))
+    # The process's CPU time per request (the collecting thread's too):
+    # what the collector costs, less disturbed by other load than req/s.
+    figures['cpu_us'] = statistics.median(cpu[True])
+    figures['without_cpu_us'] = statistics.median(cpu[False])
     return figures
 
 

@@ -96,20 +96,31 @@ def run_s1(ctx: Context, spec: PoolSpec) -> Figures:
     adapter = spec.build(ctx.target, Settings(1, 1))
     try:
         pooled = adapter.cycle()
-        per_op = time_loop(pooled, 200) / 200  # also opens the connection
-        rounds = max(min(ctx.iterations, int(S1_BUDGET / per_op))
-                     // S1_BLOCK, 1)
         floor_times, pool_times = [], []
-        for _ in range(rounds):
+        for _ in range(s1_rounds(ctx, pooled)):
             floor_times.append(held_loop(adapter, S1_BLOCK))
             pool_times.append(time_loop(pooled, S1_BLOCK))
     finally:
         close_quietly(adapter)
+    return s1_figures(pool_times, floor_times)
+
+
+def s1_rounds(ctx: Context, pooled: Query) -> int:
+    """How many rounds of ``S1_BLOCK`` ops fit S1's budget, from 200 ops
+    of ``pooled`` (which also open the connection)."""
+    per_op = time_loop(pooled, 200) / 200
+    return max(min(ctx.iterations, int(S1_BUDGET / per_op)) // S1_BLOCK, 1)
+
+
+def s1_figures(pool_times: List[float], floor_times: List[float]
+               ) -> Figures:
+    """S1's figures from the seconds each block of pooled ops and of the
+    floor took."""
     pool_us = statistics.median(pool_times) / S1_BLOCK * 1e6
     floor_us = statistics.median(floor_times) / S1_BLOCK * 1e6
     return {'us_per_op': pool_us, 'floor_us': floor_us,
             'overhead_us': pool_us - floor_us, 'ratio': pool_us / floor_us,
-            'ops': rounds * S1_BLOCK}
+            'ops': len(pool_times) * S1_BLOCK}
 
 
 def held_loop(adapter: Adapter, count: int) -> float:
