@@ -13,9 +13,11 @@ prints a table of figures, ratios and targets, or JSON.
   S6  warm minimum: min_connections=4, a burst of 4 after 0.8 s
   S7  keepalive: bytes a checkout sends after idling past ping_after
 
-Modules, one job each: ``scenarios`` (what is run and measured, the
-targets), ``pools`` (the pools under test behind one adapter interface, and
-loading a baseline), ``lean`` (the lean reference), ``crew`` (worker
+Modules, one job each: ``scenarios`` (how each scenario runs and what it
+measures), ``catalog`` (what each reports, the targets), ``pools`` (the
+pools under test behind one adapter interface, and loading a baseline),
+``collectors`` (``--collector``: ours with a metrics collector, measured
+paired), ``lean`` (the lean reference), ``crew`` (worker
 threads), ``proxy`` (the loopback proxy adding connect latency, counting
 bytes), ``target`` (the database URL), ``report`` (progress, table, JSON),
 ``cli`` (arguments, running).

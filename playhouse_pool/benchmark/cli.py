@@ -19,7 +19,7 @@ from .collectors import (COLLECTORS, PAIRED_RUNS, check_available,
 from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, load_baseline,
                     pool_specs)
 from .report import Outcome, Progress, Run, render, summary, to_json
-from .scenarios import SCENARIOS, Context, Figures, Scenario
+from .catalog import SCENARIOS, Context, Figures, Scenario
 from .target import Target, check_reachable
 
 _EPILOG = '''\

@@ -15,7 +15,7 @@ from .. import __version__
 from .._redact import redact
 from .collectors import COLLECT_EVERY, COLLECTED_NOTE, COLLECTOR_NAMES
 from .pools import COLLECTED, OURS, PSYCOPG, psycopg_pool
-from .scenarios import Check, Figures, Metric, Scenario
+from .catalog import Check, Figures, Metric, Scenario
 from .target import Target
 
 
