@@ -302,10 +302,11 @@ class Ledger(Sweeps):
 
     def _retire(self, record: PoolConnection, now: float) -> Job:
         # Not in idle or in_use any more: a worker closes it and, unless
-        # the pool is shrinking, opens its replacement in the same slot.
+        # the pool is shrinking or closed, opens its replacement in the same
+        # slot.
         self.closing += 1
         self._notify_drained()
-        if self.shrinking:
+        if self.shrinking or not self.started:   # not after close_all()
             return Job(Job.CLOSE, record, self.epoch)
         self.replacing += 1
         return Job(Job.REPLACE, record, self.epoch)

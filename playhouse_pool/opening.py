@@ -9,6 +9,7 @@ calls ``_new_connection`` from its workers (workers.py) and closes with
 """
 import inspect
 import logging
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
@@ -47,6 +48,9 @@ class ConnectionOpening:
         # While a worker opens a connection: the connect keywords with their
         # callables called, for connect_params on that thread only.
         self._resolved = threading.local()
+        # The top-level package of the driver's connections (psycopg,
+        # pymysql, ...), known from the first one opened.
+        self._driver_package: Optional[str] = None
 
     # -- Connect keywords as callables --------------------------------------
 
@@ -93,8 +97,26 @@ class ConnectionOpening:
         except BaseException:
             self._close_raw(conn)
             raise
+        self._driver_package = type(conn).__module__.partition('.')[0]
         return PoolConnection(conn, probe, self._pool_options.stale_timeout,
                               time.monotonic())
+
+    def _driver_on_stack(self) -> bool:
+        """Is this thread in the middle of a call into the driver? True
+        when the caller is a signal handler (or a driver callback) that
+        interrupted it there: a connection of this thread may be mid-call,
+        and closing it under the driver can crash the process (psycopg 3's
+        does). Walks the stack: for close_all(), never a hot path."""
+        package = self._driver_package
+        if package is None:
+            return False
+        frame: Any = sys._getframe(1)
+        while frame is not None:
+            name = frame.f_globals.get('__name__') or ''
+            if name == package or name.startswith(package + '.'):
+                return True
+            frame = frame.f_back
+        return False
 
     def _probe(self, conn: Any) -> Any:
         try:

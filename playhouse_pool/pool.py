@@ -86,7 +86,9 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._ledger = Ledger(self._pool_options, self._events)
         self._workers: Optional[Workers] = None
         self._housekeeper: Optional[Housekeeper] = None
-        self._start_lock = threading.Lock()
+        # Reentrant, as the ledger's lock: close_all() may run in a signal
+        # handler that interrupted this thread while it held it.
+        self._start_lock = threading.RLock()
         self._guards = threading.local()
         self._init_opening()
         guards.track(self)
@@ -475,23 +477,30 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         workers and fail waiting threads with ``PoolClosedError``. With
         ``timeout`` (seconds), first refuse new checkouts and wait up to
         that long for checked-out connections to come back. The calling
-        thread's own connection is closed too. The pool stays usable: the
-        next checkout opens a new connection (and starts the workers).
-        Returns how many connections were closed."""
+        thread's own connections are not waited for: they are closed now,
+        or, when close_all() runs in a signal handler that interrupted this
+        thread inside the driver, as each comes back (a statement under
+        way finishes first). The pool stays usable: the next checkout opens
+        a new connection (and starts the workers). Returns how many
+        connections were closed."""
         wait = seconds('timeout', timeout) or 0.0
         state = self._state
         own_key = None if state.closed else id(state.conn)
-        # Only the connection goes: peewee's context and transaction stacks
-        # stay, so a connection_context() or atomic() that this call
-        # interrupts (a signal handler) unwinds normally afterwards; an open
-        # transaction is marked lost (see connect()).
-        if own_key is not None and state.transactions:
-            state.transactions = guards.LostTransactions(state.transactions)
-        state.closed, state.conn = True, None
+        deferred = self._driver_on_stack()
+        if not deferred:
+            # Only the connection goes: peewee's context and transaction
+            # stacks stay, so a connection_context() or atomic() that this
+            # call interrupts unwinds normally afterwards; an open
+            # transaction is marked lost (see connect()).
+            if own_key is not None and state.transactions:
+                state.transactions = guards.LostTransactions(
+                    state.transactions)
+            state.closed, state.conn = True, None
+        caller = threading.current_thread() if self.thread_safe else None
         records: List[PoolConnection] = []
         self._stop_workers()
         try:
-            self._ledger.shut_down(own_key, wait, records)
+            self._ledger.shut_down(own_key, caller, deferred, wait, records)
         finally:                # even if the drain is interrupted
             for record in records:
                 self._close_raw(record.conn)
@@ -508,7 +517,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._ledger = Ledger(self._pool_options, self._events)
         self._workers = None
         self._housekeeper = None
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()
         self._guards = threading.local()
         # The forking thread's connection was the parent's: it goes, and so
         # do its transactions (the child, a multiprocessing worker say, runs

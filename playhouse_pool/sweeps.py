@@ -113,18 +113,30 @@ class Sweeps:
                 self.warming -= 1
             return None if done else len(self.idle) + len(self.in_use)
 
-    def shut_down(self, own_key: Optional[int], wait: float,
+    def shut_down(self, own_key: Optional[int], caller: Owner,
+                  deferred: bool, wait: float,
                   records: List[PoolConnection]) -> None:
         """close_all(): fail the waiters; with ``wait``, refuse checkouts
         and wait that long for checked-out connections to come back; then
         take every connection (into ``records``, as it goes: an interrupted
-        drain still closes what it took). Work under way is disowned."""
+        drain still closes what it took). Work under way is disowned.
+
+        The caller's own connections (``own_key``, its peewee connection,
+        and any checked out by ``caller``) cannot come back while it waits:
+        they are not waited for. They are taken now, or, if ``deferred``,
+        left with the caller, to be closed as each is checked in."""
         with self.lock:
-            # The caller's own connection is not waited for: it goes now.
-            own = self.in_use.pop(own_key, None) if own_key else None
-            if own is not None:
-                records.append(own)
-                self.closing += 1
+            own = [r for r in self.in_use.values()
+                   if r.key == own_key or (caller is not None
+                                           and r.owner is caller)]
+            for record in own:
+                del self.in_use[record.key]
+            if not deferred:
+                records += own
+                self.closing += len(own)
+                for record in own:
+                    if record.key != own_key:    # its holder checks it in
+                        self.closed_keys[record.key] = record.owner
             self.epoch += 1
             self.started = False
             self.fail_waiters('The pool was closed (close_all) while '
@@ -141,7 +153,11 @@ class Sweeps:
             held = list(self.in_use.values())
             self.take_back(held)
             records += held
-
+            if deferred:
+                # Past any age: check-in retires each (ledger.checkin).
+                for record in own:
+                    record.expires = -math.inf
+                    self.in_use[record.key] = record
 
     def take_idle_all(self) -> List[PoolConnection]:
         """Every idle connection, out of the heap, its slot held for the

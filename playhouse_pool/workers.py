@@ -60,7 +60,9 @@ class Workers:
 
     def __init__(self, pool: Any) -> None:
         self._pool = weakref.ref(pool)
-        self._lock = threading.Lock()
+        # Reentrant: close_all() from a signal handler stops the workers,
+        # possibly while the thread it interrupted is in submit().
+        self._lock = threading.RLock()
         self._jobs: Deque[Job] = deque()
         self._idle: List[threading.Lock] = []   # signals of idle threads
         self._stopped = False
