@@ -72,8 +72,12 @@ class ExecutionContext:
                 # back without them, as the fork left the thread's own (see
                 # _forget_connections).
                 saved.update(closed=True, conn=None, transactions=[])
-            db._state.__dict__.clear()
-            db._state.__dict__.update(saved)
+            # One C call puts every key back, then the block's own go: a
+            # signal handler between them still finds a whole state.
+            state = db._state.__dict__
+            state.update(saved)
+            for key in [k for k in state if k not in saved]:
+                del state[key]
 
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)

@@ -480,10 +480,16 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         thread's own connections are not waited for: they are closed now,
         or, when close_all() runs in a signal handler that interrupted this
         thread inside the driver, as each comes back (a statement under
-        way finishes first). The pool stays usable: the next checkout opens
-        a new connection (and starts the workers). Returns how many
-        connections were closed."""
+        way finishes first). A handler that interrupted the pool's own
+        bookkeeping gets 0 at once, and a thread closes the pool as soon as
+        the interrupted operation ends. The pool stays usable: the next
+        checkout opens a new connection (and starts the workers). Returns
+        how many connections were closed."""
         wait = seconds('timeout', timeout) or 0.0
+        caller = threading.current_thread() if self.thread_safe else None
+        if self._ledger.lock._is_owned():
+            self._close_all_after(caller, wait)
+            return 0
         state = self._state
         own_key = None if state.closed else id(state.conn)
         deferred = self._driver_on_stack()
@@ -496,7 +502,10 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 state.transactions = guards.LostTransactions(
                     state.transactions)
             state.closed, state.conn = True, None
-        caller = threading.current_thread() if self.thread_safe else None
+        return self._shut_down(own_key, caller, deferred, wait)
+
+    def _shut_down(self, own_key: Optional[int], caller: Any,
+                   deferred: bool, wait: float) -> int:
         records: List[PoolConnection] = []
         self._stop_workers()
         try:
@@ -506,6 +515,16 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 self._close_raw(record.conn)
             self._submit(self._ledger.closed_by_caller(len(records)))
         return len(records)
+
+    def _close_all_after(self, caller: Any, wait: float) -> None:
+        """close_all() from a signal handler that interrupted this thread
+        inside the ledger: its bookkeeping is mid-update and must not be
+        touched until that operation ends. A thread of its own closes the
+        pool as soon as it does (taking the lock then); the interrupted
+        thread's connections are closed as they come back."""
+        threading.Thread(target=self._shut_down,
+                         args=(None, caller, True, wait), daemon=True,
+                         name='playhouse_pool-close_all').start()
 
     def _forget_connections(self) -> None:
         """In a forked child: drop all bookkeeping without closing anything
