@@ -101,19 +101,24 @@ class ConnectionOpening:
         return PoolConnection(conn, probe, self._pool_options.stale_timeout,
                               time.monotonic())
 
-    def _driver_on_stack(self) -> bool:
-        """Is this thread in the middle of a call into the driver? True
-        when the caller is a signal handler (or a driver callback) that
-        interrupted it there: a connection of this thread may be mid-call,
-        and closing it under the driver can crash the process (psycopg 3's
-        does). Walks the stack: for close_all(), never a hot path."""
-        package = self._driver_package
-        if package is None:
-            return False
-        frame: Any = sys._getframe(1)
+    def _inside_a_database_call(self) -> bool:
+        """Is the caller of the calling method nested inside a database
+        call of this thread: a signal handler (or a driver callback) that
+        interrupted peewee's, the pool's or the driver's code? Then a
+        connection of this thread may be mid-call, and closing it under
+        the driver can crash or hang the process: psycopg 3 crashes, and
+        psycopg2 deadlocks on its own lock when the handler lands in a
+        codec it calls mid-statement. Frames of the wrappers that run the
+        user's function (the decorators' ``inner``) do not count. Walks the
+        stack: for close_all(), never a hot path."""
+        packages = ('peewee', 'playhouse', 'playhouse_pool',
+                    self._driver_package)
+        frame: Any = sys._getframe(2)
         while frame is not None:
             name = frame.f_globals.get('__name__') or ''
-            if name == package or name.startswith(package + '.'):
+            if (name.partition('.')[0] in packages
+                    and frame.f_code.co_name != 'inner'
+                    and not name.startswith('playhouse_pool.benchmark')):
                 return True
             frame = frame.f_back
         return False

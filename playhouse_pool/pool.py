@@ -479,8 +479,8 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         that long for checked-out connections to come back. The calling
         thread's own connections are not waited for: they are closed now,
         or, when close_all() runs in a signal handler that interrupted this
-        thread inside the driver, as each comes back (a statement under
-        way finishes first). A handler that interrupted the pool's own
+        thread inside a database call, as each comes back (a statement
+        under way finishes first). A handler that interrupted the pool's own
         bookkeeping gets 0 at once, and a thread closes the pool as soon as
         the interrupted operation ends. The pool stays usable: the next
         checkout opens a new connection (and starts the workers). Returns
@@ -492,7 +492,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             return 0
         state = self._state
         own_key = None if state.closed else id(state.conn)
-        deferred = self._driver_on_stack()
+        deferred = self._inside_a_database_call()
         if not deferred:
             # Only the connection goes: peewee's context and transaction
             # stacks stay, so a connection_context() or atomic() that this
