@@ -276,7 +276,9 @@ class Ledger(Sweeps):
     def _notify_drained(self) -> None:
         # Whenever in_use shrinks (close_all(timeout) may wait for it to
         # empty) or a connection turns idle (warm_up() may wait for it).
-        if (self.draining and not self.in_use) or self.warming:
+        # (While draining, at every change: close_all() may be waiting for
+        # all but its caller's own.)
+        if self.draining or self.warming:
             self.drained.notify_all()
 
     # -- Retiring -----------------------------------------------------------
@@ -302,11 +304,11 @@ class Ledger(Sweeps):
 
     def _retire(self, record: PoolConnection, now: float) -> Job:
         # Not in idle or in_use any more: a worker closes it and, unless
-        # the pool is shrinking or closed, opens its replacement in the same
-        # slot.
+        # the pool is shrinking or close_all() doomed it, opens its
+        # replacement in the same slot.
         self.closing += 1
         self._notify_drained()
-        if self.shrinking or not self.started:   # not after close_all()
+        if self.shrinking or record.doomed:
             return Job(Job.CLOSE, record, self.epoch)
         self.replacing += 1
         return Job(Job.REPLACE, record, self.epoch)

@@ -111,8 +111,9 @@ class ConnectionOpening:
         codec it calls mid-statement. Frames of the wrappers that run the
         user's function (the decorators' ``inner``) do not count. Walks the
         stack: for close_all(), never a hot path."""
-        packages = ('peewee', 'playhouse', 'playhouse_pool',
-                    self._driver_package)
+        # The codecs: psycopg2 calls one mid-statement, holding its lock.
+        packages = ('peewee', 'playhouse', 'playhouse_pool', 'encodings',
+                    'codecs', self._driver_package)
         frame: Any = sys._getframe(2)
         while frame is not None:
             name = frame.f_globals.get('__name__') or ''

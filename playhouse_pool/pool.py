@@ -360,8 +360,12 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     def _start(self) -> None:
         """From the first checkout on (and again after close_all or in a
         forked child): workers, the housekeeper, the minimum opened."""
-        if self._ledger.started and self._housekeeper is not None:
-            return
+        # Until both hold: a close_all() in a signal handler that lands in
+        # here stops what this started, and it starts again.
+        while not (self._ledger.started and self._housekeeper is not None):
+            self._start_once()
+
+    def _start_once(self) -> None:
         with self._start_lock:
             if self._workers is None:
                 self._workers = Workers(self)
@@ -382,9 +386,11 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             workers = self._workers
             if workers is None:
                 with self._start_lock:
-                    if self._workers is None:
-                        self._workers = Workers(self)
                     workers = self._workers
+                    if workers is None:
+                        # One read: a close_all() in a signal handler may
+                        # set the attribute to None right after.
+                        workers = self._workers = Workers(self)
             workers.submit(jobs)
 
     def _stop_workers(self) -> None:
@@ -487,11 +493,11 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         how many connections were closed."""
         wait = seconds('timeout', timeout) or 0.0
         caller = threading.current_thread() if self.thread_safe else None
-        if self._ledger.lock._is_owned():
-            self._close_all_after(caller, wait)
-            return 0
         state = self._state
         own_key = None if state.closed else id(state.conn)
+        if self._ledger.lock._is_owned():
+            self._close_all_after(own_key, caller, wait)
+            return 0
         deferred = self._inside_a_database_call()
         if not deferred:
             # Only the connection goes: peewee's context and transaction
@@ -516,14 +522,16 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             self._submit(self._ledger.closed_by_caller(len(records)))
         return len(records)
 
-    def _close_all_after(self, caller: Any, wait: float) -> None:
+    def _close_all_after(self, own_key: Optional[int], caller: Any,
+                         wait: float) -> None:
         """close_all() from a signal handler that interrupted this thread
         inside the ledger: its bookkeeping is mid-update and must not be
         touched until that operation ends. A thread of its own closes the
         pool as soon as it does (taking the lock then); the interrupted
         thread's connections are closed as they come back."""
+        # Not a daemon: a handler that then exits still closes the pool.
         threading.Thread(target=self._shut_down,
-                         args=(None, caller, True, wait), daemon=True,
+                         args=(own_key, caller, True, wait),
                          name='playhouse_pool-close_all').start()
 
     def _forget_connections(self) -> None:

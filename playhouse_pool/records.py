@@ -19,7 +19,7 @@ class PoolConnection:
     """One connection's life in the pool."""
     __slots__ = ('conn', 'key', 'opened', 'lifetime', 'expires', 'returned',
                  'checked_out', 'owner', 'probe', 'stack', 'leak_reported',
-                 'fresh')
+                 'fresh', 'doomed')
 
     def __init__(self, conn: Any, probe: Any, stale: Optional[float],
                  now: float) -> None:
@@ -39,6 +39,9 @@ class PoolConnection:
         # Handed straight from its connect to a checkout: it has just proven
         # itself, so its first statement is not watched (recovery.py).
         self.fresh = True
+        # close_all() left it with the thread using it: closed (not
+        # replaced) when it comes back.
+        self.doomed = False
 
     def set_age_limit(self, stale: Optional[float]) -> None:
         self.expires = (math.inf if stale is None

@@ -129,14 +129,20 @@ class Sweeps:
             own = [r for r in self.in_use.values()
                    if r.key == own_key or (caller is not None
                                            and r.owner is caller)]
-            for record in own:
-                del self.in_use[record.key]
-            if not deferred:
-                records += own
-                self.closing += len(own)
+            own_keys = {r.key for r in own}
+            if deferred:
+                # Past any age and doomed: check-in closes each
+                # (ledger.checkin), whenever it comes, during the wait too.
                 for record in own:
+                    record.expires = -math.inf
+                    record.doomed = True
+            else:
+                for record in own:
+                    del self.in_use[record.key]
                     if record.key != own_key:    # its holder checks it in
                         self.closed_keys[record.key] = record.owner
+                records += own
+                self.closing += len(own)
             self.epoch += 1
             self.started = False
             self.fail_waiters('The pool was closed (close_all) while '
@@ -145,19 +151,14 @@ class Sweeps:
                 self.draining += 1
                 try:
                     self.drained.wait_for(
-                        lambda: not self.in_use,
+                        lambda: self.in_use.keys() <= own_keys,
                         wait if wait < threading.TIMEOUT_MAX else None)
                 finally:
                     self.draining -= 1
             records += self._take_idle_all()
-            held = list(self.in_use.values())
+            held = [r for r in self.in_use.values() if r.key not in own_keys]
             self.take_back(held)
             records += held
-            if deferred:
-                # Past any age: check-in retires each (ledger.checkin).
-                for record in own:
-                    record.expires = -math.inf
-                    self.in_use[record.key] = record
 
     def take_idle_all(self) -> List[PoolConnection]:
         """Every idle connection, out of the heap, its slot held for the

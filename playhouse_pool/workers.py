@@ -74,8 +74,13 @@ class Workers:
         for job in jobs:
             with self._lock:
                 self._jobs.append(job)
-                if self._idle:
-                    self._idle.pop().release()    # that thread takes it
+                try:
+                    # stop() in a signal handler may empty it right here.
+                    idle = self._idle.pop()
+                except IndexError:
+                    idle = None
+                if idle is not None:
+                    idle.release()                # that thread takes it
                     continue
                 self.threads += 1
             thread = threading.Thread(target=self._work, daemon=True,
