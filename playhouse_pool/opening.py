@@ -43,6 +43,7 @@ class ConnectionOpening:
         def _close(self, conn: Any) -> None: ...
         def _set_server_version(self, conn: Any) -> None: ...
         def _fileno(self, conn: Any) -> Optional[int]: ...
+        def conn_key(self, conn: Any) -> Any: ...
 
     def _init_opening(self) -> None:
         # While a worker opens a connection: the connect keywords with their
@@ -98,7 +99,8 @@ class ConnectionOpening:
             self._close_raw(conn)
             raise
         self._driver_package = type(conn).__module__.partition('.')[0]
-        return PoolConnection(conn, probe, self._pool_options.stale_timeout,
+        return PoolConnection(conn, self.conn_key(conn), probe,
+                              self._pool_options.stale_timeout,
                               time.monotonic())
 
     def _inside_a_database_call(self) -> bool:

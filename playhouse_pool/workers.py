@@ -21,6 +21,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from typing import Any, Deque, List
@@ -298,7 +299,8 @@ def _report_leaks(leaked: List[Any], leak_timeout: float) -> None:
             'Connection %x has been checked out by thread %r for over '
             '%.3gs (leak_timeout); checked out at:\n%s', record.key,
             thread_name(record), leak_timeout,
-            ''.join(record.stack or ['(stack not recorded)\n']))
+            ''.join(traceback.format_list(record.stack or []))
+            or '(stack not recorded)\n')
 
 
 def log_reclaimed(reclaimed: List[Any]) -> None:

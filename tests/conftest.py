@@ -48,6 +48,11 @@ def settled(db: Any) -> None:
     wait_until(lambda: db._reserved == 0, what='the pool workers to finish')
 
 
+def idle_records(db: Any) -> List[Any]:
+    """The pool's records of its idle connections (oldest first)."""
+    return [entry[2] for entry in sorted(db._ledger.idle)]
+
+
 def age(record: Any, seconds: float) -> None:
     """Make a pooled connection ``seconds`` older, instead of sleeping."""
     record.opened -= seconds
