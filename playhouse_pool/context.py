@@ -70,7 +70,7 @@ class ExecutionContext:
                 # Forked inside the block: the connection set aside, and its
                 # transactions, are the parent's. The child gets the state
                 # back without them, as the fork left the thread's own (see
-                # _forget_connections).
+                # shutdown.forget_connections).
                 saved.update(closed=True, conn=None, transactions=[])
             # One C call puts every key back, then the block's own go: a
             # signal handler between them still finds a whole state.

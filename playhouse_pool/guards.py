@@ -1,16 +1,13 @@
-"""What keeps connections from leaking: thread guards that reclaim a dead
-thread's connection, and the fork handler that gives a child process an
-empty pool that never touches the parent's connections (DESIGN.md rule 5).
+"""Thread guards: a connection held by a thread (or greenlet) that ended
+without ``close()`` is reclaimed at once, logged and counted
+(docs/design.rst, rule 5). The housekeeper's scan for dead owners is the
+fallback (housekeeping.py).
 """
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, List
 
-from .workers import log_reclaimed
-
-if TYPE_CHECKING:
-    from .pool import PooledDatabase
+from .sweeps import Sweeps
 
 
 class ThreadGuard:
@@ -18,10 +15,10 @@ class ThreadGuard:
     connection out. When the thread (or greenlet) ends, its locals are freed
     and this reclaims whatever the thread still held, at once: threads
     already waiting for a connection are not left waiting for nothing."""
-    __slots__ = ('pool', 'thread', 'pid')
+    __slots__ = ('sweeps', 'thread', 'pid')
 
-    def __init__(self, pool: 'PooledDatabase') -> None:
-        self.pool = weakref.ref(pool)
+    def __init__(self, sweeps: Sweeps) -> None:
+        self.sweeps = weakref.ref(sweeps)
         self.thread = threading.current_thread()
         self.pid = os.getpid()           # last: __del__ acts only if set
 
@@ -34,55 +31,33 @@ class ThreadGuard:
             # before the at-fork hooks run; their pool lock may be held
             # forever. (No pid: a signal handler interrupted __init__.)
             return
-        pool = self.pool()
-        if pool is None:
+        sweeps = self.sweeps()
+        if sweeps is None:
             return
-        ledger = pool._ledger
-        if ledger.lock._is_owned():
+        if sweeps.ledger.lock._is_owned():    # type: ignore[attr-defined]
             # The garbage collector freed this guard (it was in a reference
             # cycle) inside one of this thread's own pool operations: the
             # bookkeeping is mid-update. Its thread is gone, so the scan for
             # dead owners takes its connections back instead.
             return
         try:
-            reclaimed, jobs = ledger.reclaim(self.thread)
-            log_reclaimed(reclaimed)
-            pool._submit(jobs)
+            sweeps.reclaim(self.thread)
         except Exception:       # interpreter shutdown: nothing to save
             pass
 
 
-def owner(pool: 'PooledDatabase') -> threading.Thread:
-    """This thread, its guard in place. The guard is a local of this frame
-    only: one that a traceback kept alive (an exception stored in a cycle)
-    would keep the guard from reclaiming at thread exit."""
-    guard = getattr(pool._guards, 'guard', None)
-    if guard is None:
-        guard = pool._guards.guard = ThreadGuard(pool)
-    return guard.thread
+class ThreadGuards:
+    """One pool's guards, a thread-local of them."""
 
+    def __init__(self, sweeps: Sweeps) -> None:
+        self._sweeps = sweeps
+        self._local = threading.local()
 
-class LostTransactions(list):
-    """A thread's transaction stack after close_all() closed the connection
-    under it: its blocks still pop it as they unwind, but connect() will not
-    go on inside them on a new connection."""
-
-
-# Connections of a parent process, kept referenced in a forked child so that
-# no driver destructor ever closes (or says goodbye on) the parent's sockets.
-inherited: List[Any] = []
-_pools: 'weakref.WeakSet[PooledDatabase]' = weakref.WeakSet()
-
-
-def track(pool: 'PooledDatabase') -> None:
-    """Give ``pool`` an empty start in every child forked from now on."""
-    _pools.add(pool)
-
-
-def _after_fork_in_child() -> None:
-    for pool in list(_pools):
-        pool._forget_connections()
-
-
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    def owner(self) -> threading.Thread:
+        """This thread, its guard in place. The guard is a local of this
+        frame only: one that a traceback kept alive (an exception stored in
+        a cycle) would keep the guard from reclaiming at thread exit."""
+        guard = getattr(self._local, 'guard', None)
+        if guard is None:
+            guard = self._local.guard = ThreadGuard(self._sweeps)
+        return guard.thread

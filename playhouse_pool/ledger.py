@@ -1,306 +1,302 @@
-"""The pool's ledger: which connections are idle, which are checked out,
-which slots work under way holds, and who waits. One lock, no I/O, no peewee.
+"""The ledger: which connections are idle, which are checked out, which
+slots work under way holds, and who waits. One lock, no I/O, no peewee, no
+threads (docs/design.rst, rules 1, 2 and 7).
 
 Every change of a connection's place happens here, under ``lock``. What
-needs I/O (opening, closing, pinging, resetting a connection) leaves the
-ledger as a :class:`~playhouse_pool.records.Job` for the caller to hand to
-the workers once the lock is released; the job's slot stays reserved until
-its result is published back here. So ``idle + in use + reserved`` never
-exceeds ``max_connections`` (rule 7), and nothing slow ever runs under the
-lock (rule 1). Operations over many connections at once (close_all, the
-housekeeper's rounds) are in ``sweeps.py``.
+needs I/O (opening, closing, pinging, resetting) leaves as a job
+(jobs.py); its slot stays reserved until the job publishes its result back
+here, so ``idle + in use + reserved`` never exceeds ``max_connections``.
+Methods a face calls hand their jobs to ``dispatch`` once the lock is
+released; methods a job calls to publish its result return the follow-ups
+to the worker that runs it.
 
 Where a connection goes when it comes free (a check-in, a new connection, a
-keepalive ping that passed): ``_give_back``, the one place a connection is
-handed to a waiter: the first one, directly (rule 2).
+ping that passed): ``_give_back``, the one place a connection is handed to
+a waiter, the first in line (rule 2).
 """
 import heapq
-import itertools
+import logging
 import math
 import threading
 import time
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple, Union
+from typing import (Any, Callable, Dict, List, Optional, Tuple,
+                    Type)
 
 from ._options import PoolOptions
 from .errors import (HOLDERS_SHOWN, DryPool, Holder, PoolClosedError,
                      pool_exhausted)
 from .events import PoolEvents
-from .records import (Job, Jobs, Owner, PoolConnection, Waiter, call_site,
-                      thread_name)
-from .sweeps import Sweeps
+from .idle import IdleHeap
+from .jobs import (CloseConnection, Job, Jobs, OpenConnection,
+                   PingConnection, ReplaceConnection, ResetConnection)
+from .records import Owner, PoolConnection
+from .slots import Slots
+from .stats import Counters
+from .waiting import Waiter, WaitQueue
+
+logger = logging.getLogger('playhouse_pool')
+
+Dispatch = Callable[[Jobs], None]
 
 
-class Ledger(Sweeps):
-    """The bookkeeping of one pool. Methods take ``lock`` themselves; those
-    named ``_...`` expect it held. Jobs returned are for the workers."""
+class Ledger:
+    """The bookkeeping of one pool. Public methods take ``lock``; those
+    named ``_...`` expect it held."""
 
-    def __init__(self, options: PoolOptions, events: PoolEvents) -> None:
+    def __init__(self, options: PoolOptions, events: PoolEvents,
+                 dispatch: Dispatch) -> None:
         self.options = options
-        # The metrics collectors' listeners, told at each event, under this
-        # lock (they never block: events.py).
-        self.events = events
+        self.dispatch = dispatch     # jobs to the workers, lock released
+        # Reentrant: close_all() may run in a signal handler that
+        # interrupted this thread while it held the lock.
         self.lock = threading.RLock()
-        self.drained = threading.Condition(self.lock)
-        self.idle: List[Tuple[float, int, PoolConnection]] = []   # a heap
-        self.in_use: Dict[int, PoolConnection] = {}
+        self.idle = IdleHeap()
+        self.in_use: Dict[Any, PoolConnection] = {}
+        self.waiters = WaitQueue()
+        self.slots = Slots(options.max_connections)
+        self.counters = Counters(events)
         # Connections the pool closed while a thread held them (close_all,
         # close_stale): that thread's close() must not put the dead
         # connection back. key -> holder, so dead holders expire.
-        self.closed_keys: Dict[int, Owner] = {}
-        self.waiters: Deque[Waiter] = deque()
-        self.opening: List[Job] = []   # open jobs under way (slots held)
-        self.busy = 0         # connections out for a ping or a reset
-        self.closing = 0      # slots held by a close under way
-        self.replacing = 0    # of which a replacement opens next
-        self.draining = 0     # close_all(timeout) calls waiting
-        # init() lowered max_connections below what is open: check-ins
-        # close connections (and freed slots go unused) until it holds.
-        self.shrinking = False
+        self.closed_keys: Dict[Any, Optional[Owner]] = {}
         # close_all() and fork bump it: work started before belongs to a
         # pool that is gone, and its connection is closed when it lands.
         self.epoch = 0
+        # The workers run (from the first checkout until close_all): the
+        # minimum is kept open only then.
+        self.started = False
+        self.draining = 0     # close_all(timeout) calls under way
         # The last connect error of a run of failures (None once a connect
         # succeeds): a waiter that times out meanwhile says why.
         self.failing: Optional[BaseException] = None
         # recycle(): connections opened before this are replaced.
         self.recycled_at = -math.inf
-        # Connections out of idle and in_use for a ping or a reset: kept
-        # referenced here so that a fork never frees (and closes) them.
-        self.out: Dict[int, PoolConnection] = {}
-        # The workers run (from the first checkout until close_all): the
-        # minimum is kept open only then.
-        self.started = False
-        self.warming = 0      # warm_up() calls waiting
-        self._seq = itertools.count()
-        self.n_created = self.n_closed = self.n_checkouts = 0
-        self.n_timeouts = self.n_reclaimed = self.n_recycled = 0
-        self.n_recovered = self.n_connect_errors = 0
-        self.use_total = self.connect_total = 0.0
-        self.wait_total = 0.0
+        # Told whenever a connection turns idle or the checked-out ones
+        # shrink (close_all's drain and warm_up watch for that).
+        self.watchers: List[Callable[[], None]] = []
 
-    # -- Counting -----------------------------------------------------------
-
-    @property
-    def reserved(self) -> int:
-        return len(self.opening) + self.busy + self.closing
+    # -- Counting ------------------------------------------------------------
 
     def open_count(self) -> int:
         """Connections that exist or are being opened (not being closed)."""
-        return (len(self.idle) + len(self.in_use) + len(self.opening)
-                + self.busy)
+        return len(self.idle) + len(self.in_use) + self.slots.live
 
-    def _over_limit(self, extra: int) -> int:
-        """By how much open connections and reserved slots, plus ``extra``,
-        exceed max_connections (0 or less: they don't)."""
-        limit = self.options.max_connections
-        if limit is None:
-            return 0
-        return self.open_count() + self.closing + extra - limit
+    def _free_slots(self) -> float:
+        return self.slots.free(len(self.idle) + len(self.in_use))
 
-    def _has_free_slot(self) -> bool:
-        return self._over_limit(1) <= 0
+    def _coming(self) -> int:
+        """Connections on their way to the waiters: connects under way
+        (replacements included) and connections out for a ping or reset."""
+        return self.slots.coming
 
-    def _still_shrinking(self, extra: int) -> bool:
-        # While shrinking: True if ``extra`` more connections would exceed
-        # the maximum (those being closed are on their way out); clears
-        # ``shrinking`` once it holds.
-        limit = self.options.max_connections
-        if limit is not None and self.open_count() + extra > limit:
-            return True
-        self.shrinking = False
-        return False
+    # -- Checkout ------------------------------------------------------------
 
-    # -- Checkout -----------------------------------------------------------
-
-    def checkout(self, owner: Owner, now: float, since: float,
-                 counted: bool = False) -> Union[PoolConnection, 'Waiter']:
-        """The oldest idle connection, now checked out by ``owner``; with
-        none, a queued Waiter, whose ``jobs`` (a connect for it, if nothing
-        on its way covers it) and ``reclaimed`` the caller submits and logs
-        once the lock is released. ``since``: when the checkout started
-        (its deadline counts from then). The hot path: one lock, one heap
-        pop. Raises MaxConnectionsExceeded if nothing can serve this thread
-        in time, PoolClosedError while close_all() drains the pool.
-        ``counted``: this checkout was counted already (it looks again after
-        a connection it was handed failed its checks): a checkout counts
-        once, however many connections it goes through."""
+    def take_idle(self, owner: Optional[Owner], now: float
+                  ) -> Optional[PoolConnection]:
+        """The hot path: the oldest idle connection, now checked out by
+        ``owner``; None if there is none (then ``queue`` a waiter)."""
         with self.lock:
-            if self.idle and not self.draining:
-                record = heapq.heappop(self.idle)[2]
-                self._take(record, owner, now, counted)
-                return record
-            return self._enqueue(owner, since, counted)
+            if not self.idle or self.draining:
+                return None
+            record = self.idle.pop_oldest()
+            self._lend(record, owner, now, False)
+            return record
 
-    def _take(self, record: PoolConnection, owner: Owner, now: float,
-              counted: bool) -> None:
+    def _lend(self, record: PoolConnection, owner: Optional[Owner],
+              now: float, counted: bool) -> None:
         record.checked_out = now
         record.owner = owner
         record.leak_reported = False
         self.in_use[record.key] = record
         if not counted:
-            self.n_checkouts += 1
+            self.counters.checked_out()
 
-    def _enqueue(self, owner: Owner, since: float,
-                 counted: bool) -> 'Waiter':
-        if self.draining:
-            raise PoolClosedError('The pool is shutting down '
-                                  '(close_all is draining it).')
-        options = self.options
-        reclaimed: List[Tuple[int, str]] = []
+    def queue(self, waiter: Waiter, now: float) -> None:
+        """A checkout found no usable idle connection: ``waiter`` is handed
+        one at once if one is idle now, else queued, with a connect of its
+        own if nothing on its way covers it. Raises MaxConnectionsExceeded
+        if nothing can serve it in time, PoolClosedError while close_all()
+        drains the pool."""
+        dead: List[PoolConnection] = []
         jobs: Jobs = []
-        if not self.waiters and not self._has_free_slot():
-            # Threads' guards reclaim at thread exit; this scan for dead
-            # owners is the fallback, run by the first thread about to wait
-            # with the pool full, not by each one queueing behind it: it
-            # costs an is_alive() per checked-out connection.
-            reclaimed, jobs = self.reclaim()
+        try:
+            with self.lock:
+                if self.draining:
+                    raise PoolClosedError('The pool is shutting down '
+                                          '(close_all is draining it).')
+                if self.idle:
+                    record = self.idle.pop_oldest()
+                    self._lend(record, waiter.owner, now, waiter.counted)
+                    waiter.hand(record)
+                    return
+                if not self.waiters and self._free_slots() <= 0:
+                    # Threads' guards reclaim at thread exit; this scan for
+                    # dead owners is the fallback, run by the first thread
+                    # about to wait with the pool full, not by each one
+                    # queueing behind it: it costs an is_alive() per
+                    # checked-out connection.
+                    dead = self.take_from_dead(None, now)
+                    jobs = [self.send_out(r, ResetConnection) for r in dead]
+                jobs += self._enqueue(waiter, now)
+        finally:
+            log_reclaimed(dead)
+            self.dispatch(jobs)
+
+    def _enqueue(self, waiter: Waiter, now: float) -> Jobs:
+        options = self.options
+        jobs: Jobs = []
         # What is already on its way covers the waiters in order; beyond
         # that, a connect of their own if a slot is free; else only a
         # check-in can serve this one.
         if len(self.waiters) >= self._coming():
-            if self._has_free_slot() and not self.shrinking:
-                wait = options.wait_seconds
-                jobs.append(self._open_job(
-                    None if wait is None else since + wait))
-            elif options.wait_seconds is None:
-                self._count_timeout()
+            if self._free_slots() > 0 and not self.slots.shrinking:
+                jobs.append(self._open(waiter.deadline, now))
+            elif waiter.deadline is None:
+                self.counters.timed_out()
                 raise pool_exhausted(
                     'all in use, and timeout=None does not wait for one',
-                    time.monotonic() - since, self._dry())
+                    now - waiter.since, self._dry(now))
             elif (options.max_waiting is not None
                   and len(self.waiters) >= options.max_waiting):
-                self._count_timeout()
+                self.counters.timed_out()
                 raise pool_exhausted(
                     'max_waiting=%d threads are already waiting'
-                    % options.max_waiting, time.monotonic() - since,
-                    self._dry())
-        wait = options.wait_seconds
-        waiter = Waiter(owner, since, None if wait is None else since + wait)
-        waiter.jobs, waiter.reclaimed = jobs, reclaimed
-        waiter.counted = counted
+                    % options.max_waiting, now - waiter.since,
+                    self._dry(now))
         self.waiters.append(waiter)
-        return waiter
+        return jobs
 
-    def _coming(self) -> int:
-        """Connections on their way to the waiters: connects under way
-        (replacements included) and connections out for a ping or reset."""
-        return len(self.opening) + self.replacing + self.busy
-
-    def _open_job(self, deadline: Optional[float] = math.inf) -> Job:
-        job = Job(Job.OPEN, None, self.epoch, deadline)
-        self.opening.append(job)
+    def _open(self, deadline: Optional[float], now: float) -> Job:
+        job = OpenConnection(self, deadline, now)
+        self.slots.opening.append(job)
         return job
 
-    def timed_out(self, waiter: Waiter, now: float
-                  ) -> Tuple[bool, Optional[BaseException],
-                             Optional[DryPool]]:
-        """The waiter's deadline passed. Returns (give up?, the connect
-        error of the moment if connects are failing, the pool's figures for
-        the error's message). It does not give up
-        if it was served meanwhile, or if a connect it counts on is still
-        under way and nothing failed: then it waits for that connect's
-        verdict (the connection, or its error), as a thread that connected
-        itself would have. ``timeout`` bounds waiting for a connection to
-        come free, not a connect that is in progress."""
+    def give_up(self, waiter: Waiter, now: float, timed_out: bool
+                ) -> Tuple[bool, Optional[BaseException], Optional[DryPool]]:
+        """The waiter's own side gives up: its deadline passed
+        (``timed_out``), or an exception interrupted its wait. Returns
+        (abandoned?, the connect error of the moment if connects are
+        failing, the figures for the error's message). Not abandoned: it was
+        handed or failed meanwhile, and its ``record`` or ``error`` says
+        with what. A waiter whose deadline passed while a connect it counts
+        on is still under way, with nothing failed yet, waits on for that
+        connect's verdict, as a thread that connected itself would."""
         with self.lock:
-            if waiter not in self.waiters:
+            if waiter.state != 'waiting':
                 return False, None, None
-            if (self.failing is None
-                    and self.waiters.index(waiter) < self._coming()):
+            if (timed_out and self.failing is None
+                    and self.waiters.position(waiter) < self._coming()):
                 return False, None, None
+            waiter.abandon()
             self.waiters.remove(waiter)
-            self._count_timeout()
-            self.wait_total += now - waiter.since
-            return True, self.failing, self._dry()
+            self.counters.wait_seconds += now - waiter.since
+            if not timed_out:
+                return True, None, None
+            self.counters.timed_out()
+            return True, self.failing, self._dry(now)
 
-    def _dry(self) -> DryPool:
+    def _dry(self, now: float) -> DryPool:
         """The figures a refused checkout's message gives, with the
         longest holders."""
-        now = time.monotonic()
         longest = heapq.nsmallest(HOLDERS_SHOWN, self.in_use.values(),
                                   key=lambda r: r.checked_out)
         return DryPool(
             self.options.max_connections, len(self.idle) + len(self.in_use),
             len(self.in_use), len(self.waiters),
-            [Holder(now - r.checked_out, thread_name(r), call_site(r))
+            [Holder(now - r.checked_out, r.holder, r.call_site)
              for r in longest],
             self.options.leak_timeout is not None)
 
-    def abandon(self, waiter: Waiter) -> Optional[PoolConnection]:
-        """A waiter leaves on an exception. Returns what it was handed
-        meanwhile, for the caller to check back in, or None."""
+    def keep_expired(self, record: PoolConnection, now: float) -> bool:
+        """At checkout: may this connection, past its own age limit, still
+        be used (it is the last one open)?"""
         with self.lock:
-            if waiter in self.waiters:
-                self.waiters.remove(waiter)
-                return None
-        # Served: hand/fail ran under the lock, so the result is set; the
-        # interrupted acquire may or may not have taken the signal.
-        waiter.consume()
-        return waiter.record
+            return self.last_usable(record, now, 1)
 
-    def _next_waiter(self, now: float) -> Waiter:
-        waiter = self.waiters.popleft()
-        self.wait_total += now - waiter.since
-        return waiter
-
-    def fail_waiters(self, message: str) -> None:
-        """Fail every waiter with PoolClosedError (each its own: one shared
-        would chain every waiter's traceback and frames to the others')."""
+    def retire(self, record: PoolConnection, now: float) -> None:
+        """A checked-out connection was found dead or past its age at
+        checkout: a worker replaces it. Nothing if the pool took it back
+        meanwhile (close_all, close_stale)."""
         with self.lock:
-            now = time.monotonic()
-            while self.waiters:
-                self._next_waiter(now).fail(PoolClosedError(message))
+            if self.untake(record.key) is None:
+                return
+            job = self.retire_taken(record)
+        self.dispatch([job])
+
+    def check_later(self, record: PoolConnection) -> None:
+        """A checked-out connection whose socket has something to say: a
+        worker pings it and puts it back, or replaces it."""
+        with self.lock:
+            if self.untake(record.key) is None:
+                return
+            job = self.send_out(record, PingConnection)
+        self.dispatch([job])
+
+    def untake(self, key: Any) -> Optional[PoolConnection]:
+        record = self.in_use.pop(key, None)
+        if record is None:
+            self.closed_keys.pop(key, None)
+        return record
 
     # -- Check-in -----------------------------------------------------------
 
-    def checkin(self, key: int, reusable: bool, now: float) -> Jobs:
+    def checkin(self, key: Any, reusable: bool, now: float) -> None:
         """A checked-out connection comes back: to the first waiter or the
         idle heap; past its age, broken or over a lowered maximum, to a
         worker that closes it (and opens a replacement)."""
         with self.lock:
-            record = self.in_use.pop(key, None)
-            if record is None:
-                # Closed by the pool while held (close_all, close_stale).
-                self.closed_keys.pop(key, None)
-                return []
-            self._count_checkin(record, now)
-            if reusable and not (self.shrinking
-                                 and self._still_shrinking(1)) and (
-                    now < record.expires or self._last_usable(record, now,
-                                                              0)):
+            record = self.untake(key)
+            if record is None:       # closed by the pool while held
+                return
+            self.counters.checked_in(now - record.checked_out)
+            if reusable and not self.over_a_lowered_maximum(1) and (
+                    now < record.expires
+                    or self.last_usable(record, now, 0)):
                 record.returned = now
                 record.fresh = False
                 self._give_back(record, now)
-                return []
-            return [self._retire(record, now)]
+                return
+            job = self.retire_taken(record)
+        self.dispatch([job])
 
     def _give_back(self, record: PoolConnection, now: float) -> None:
-        """A usable connection goes to the first waiter, or idle if nobody
-        waits. The one place a connection is handed to a waiter."""
+        """A usable connection goes to the first waiter that takes it, or
+        idle if nobody waits. The one place a connection is handed to a
+        waiter."""
         record.stack = None
-        if self.waiters:
-            waiter = self._next_waiter(now)
-            self._take(record, waiter.owner, now, waiter.counted)
-            waiter.hand(record)
+        while self.waiters:
+            waiter = self.waiters.pop_first()
+            self.counters.wait_seconds += now - waiter.since
+            self._lend(record, waiter.owner, now, waiter.counted)
+            if waiter.hand(record):
+                break
+            del self.in_use[record.key]         # gone: the next one
         else:
             record.fresh = False
-            heapq.heappush(self.idle, (record.opened, next(self._seq),
-                                       record))
-        if self.draining or self.warming:
-            self._notify_drained()
+            self.idle.push(record)
+        self.tell_watchers()
 
-    def _notify_drained(self) -> None:
-        # Whenever in_use shrinks (close_all(timeout) may wait for it to
-        # empty) or a connection turns idle (warm_up() may wait for it).
-        # (While draining, at every change: close_all() may be waiting for
-        # all but its caller's own.)
-        if self.draining or self.warming:
-            self.drained.notify_all()
+    def tell_watchers(self) -> None:
+        # Whenever a connection turns idle or the checked-out ones shrink.
+        for watcher in self.watchers:
+            watcher()
 
     # -- Retiring -----------------------------------------------------------
 
-    def _last_usable(self, record: PoolConnection, now: float,
+    def over_a_lowered_maximum(self, extra: int) -> bool:
+        """init() lowered max_connections below what is open: True while
+        ``extra`` more connections would exceed it (those being closed are
+        on their way out); the shrink ends once it holds."""
+        slots = self.slots
+        if not slots.shrinking:
+            return False
+        if slots.limit is not None and self.open_count() + extra > \
+                slots.limit:
+            return True
+        slots.shrinking = False
+        return False
+
+    def last_usable(self, record: PoolConnection, now: float,
                      counted: int) -> bool:
         """A connection past its own (jittered) age limit but not yet past
         stale_timeout is kept while no other connection is open (besides
@@ -308,271 +304,185 @@ class Ledger(Sweeps):
         pool nothing to serve with until a replacement connects, which is
         what the jitter is there to avoid. (Not after recycle().)"""
         stale = self.options.stale_timeout
-        if (stale is None or record.expires == -math.inf
+        if (stale is None or record.recycled
                 or now - record.opened >= stale):
             return False
-        return len(self.idle) + len(self.in_use) + self.busy <= counted
+        return (len(self.idle) + len(self.in_use) + len(self.slots.out)
+                <= counted)
 
-    def keep_expired(self, record: PoolConnection, now: float) -> bool:
-        """At checkout: may this connection, past its own age limit, still
-        be used (it is the last one open)?"""
-        with self.lock:
-            return self._last_usable(record, now, 1)
+    def retire_taken(self, record: PoolConnection) -> Job:
+        # Out of idle and in_use: a worker closes it and, unless the pool
+        # is shrinking or close_all() doomed it, opens its replacement in
+        # the same slot.
+        self.tell_watchers()
+        if self.slots.shrinking or record.doomed:
+            return self.close_taken(record)
+        self.slots.closing += 1
+        self.slots.replacing += 1
+        return ReplaceConnection(self, record)
 
-    def _retire(self, record: PoolConnection, now: float) -> Job:
-        # Not in idle or in_use any more: a worker closes it and, unless
-        # the pool is shrinking or close_all() doomed it, opens its
-        # replacement in the same slot.
-        self.closing += 1
-        self._notify_drained()
-        if self.shrinking or record.doomed:
-            return Job(Job.CLOSE, record, self.epoch)
-        self.replacing += 1
-        return Job(Job.REPLACE, record, self.epoch)
+    def close_taken(self, record: PoolConnection) -> Job:
+        self.slots.closing += 1
+        return CloseConnection(self, record)
 
-    def retire(self, record: PoolConnection, now: float) -> List[Job]:
-        """A checked-out connection was found dead or past its age at
-        checkout: replaced by a worker. Nothing if the pool took it back
-        meanwhile (close_all, close_stale)."""
-        with self.lock:
-            if self.in_use.pop(record.key, None) is None:
-                self.closed_keys.pop(record.key, None)
-                return []
-            return [self._retire(record, now)]
-
-    def check_later(self, record: PoolConnection) -> List[Job]:
-        """A checked-out connection whose socket has something to say: a
-        worker pings it and puts it back, or replaces it."""
-        with self.lock:
-            if self.in_use.pop(record.key, None) is None:
-                self.closed_keys.pop(record.key, None)
-                return []
-            return [self._send_out(record, Job.PING)]
-
-    def _send_out(self, record: PoolConnection, kind: str) -> Job:
+    def send_out(self, record: PoolConnection,
+                  kind: Type[Job]) -> Job:
         # Out of idle and in_use for a ping or a reset, its slot held.
-        self.busy += 1
-        self.out[record.key] = record
-        self._notify_drained()
-        return Job(kind, record, self.epoch)
+        self.slots.out[record.key] = record
+        self.tell_watchers()
+        return kind(self, record)
 
-    def recycle(self, now: float) -> Tuple[Jobs, int]:
-        """Every connection is to be replaced: idle ones now, checked-out
-        ones at check-in, connects under way when they land."""
-        with self.lock:
-            for record in self.in_use.values():
-                record.expires = -math.inf
-            idle = [entry[2] for entry in self.idle]
-            self.idle = []
-            count = len(idle) + len(self.in_use) + len(self.opening)
-            self.n_recycled += count
-            self.recycled_at = now
-            jobs = [self._retire(record, now) for record in idle]
-            return jobs, count
+    # -- Results of jobs (called by the workers; they return follow-ups) -----
 
-    # -- Results of jobs ----------------------------------------------------
-
-    def opened(self, job: Job, record: PoolConnection, now: float,
-               took: float) -> Jobs:
+    def opened(self, job: OpenConnection, record: PoolConnection,
+               now: float, took: float) -> Jobs:
         """A connect succeeded (in ``took`` seconds): the connection goes to
         the first waiter or the heap; or, if the pool was closed meanwhile,
         to be closed."""
         with self.lock:
-            self.opening.remove(job)
-            self.n_created += 1
-            self.connect_total += took
-            if self.events.listeners:
-                self.events.connected(took)
+            self.slots.opening.remove(job)
+            self.counters.connected(took)
             self.failing = None
-            if job.epoch != self.epoch or (
-                    self.shrinking and self._still_shrinking(1)):
-                self.closing += 1
-                return [Job(Job.CLOSE, record, self.epoch)]
+            if not job.current or self.over_a_lowered_maximum(1):
+                return [self.close_taken(record)]
             if job.started < self.recycled_at:
-                record.expires = -math.inf
+                record.recycle()
             self._give_back(record, now)
             return []
 
-    def open_failed(self, job: Job, error: BaseException, retryable: bool,
-                    now: float, margin: float
-                    ) -> Tuple[bool, List[Waiter], List[Waiter]]:
-        """A connect attempt failed. Returns (retry?, waiters to fail with
-        ``error`` itself, waiters to fail because the pool could not
-        connect within their timeout); those waiters are out of the queue
-        already, and the caller fails them. A job that gives up frees its
-        slot.
+    def open_failed(self, job: OpenConnection, error: BaseException,
+                    retryable: bool, now: float, margin: float,
+                    could_not_connect: Callable[[BaseException],
+                                                BaseException]) -> bool:
+        """A connect attempt failed; True if the job is to retry. A job that
+        gives up frees its slot.
 
         Who hears of it: an error not worth a retry goes to the first
         waiter at once; a retryable one to the first waiter that may not
         wait (timeout=None: the first error surfaces at once); when the
-        job's own deadline comes, every waiter whose deadline is as near.
-        """
+        job's own deadline comes, every waiter whose deadline is as near
+        (with ``could_not_connect(error)``)."""
         with self.lock:
             self.failing = error
-            self.n_connect_errors += 1
-            if self.events.listeners:
-                self.events.connect_failed()
-            at_once: List[Waiter] = []
-            if job.epoch == self.epoch:
+            self.counters.connect_failed()
+            current = job.current
+            if current:
                 for waiter in self.waiters:
                     if not retryable or waiter.deadline is None:
-                        at_once.append(self._remove_waiter(waiter, now))
+                        self._fail(waiter, error, now)
                         break
-            timed_out: List[Waiter] = []
-            if retryable and job.epoch == self.epoch:
+            if retryable and current:
                 # Waiters whose time is up (some may have waited on past
-                # it for this connect: see timed_out) hear that the pool
+                # it for this connect: see give_up) hear that the pool
                 # could not connect.
                 for waiter in list(self.waiters):
                     if (waiter.deadline is not None
                             and waiter.deadline <= now + margin):
-                        timed_out.append(self._remove_waiter(waiter, now))
-                        self._count_timeout()
+                        self._fail(waiter, could_not_connect(error), now)
+                        self.counters.timed_out()
             deadline = job.deadline
-            if (retryable and deadline is not None
-                    and now + margin < deadline and job.epoch == self.epoch):
-                return True, at_once, timed_out
-            self.opening.remove(job)
+            if (retryable and current and deadline is not None
+                    and now + margin < deadline):
+                return True
+            self.slots.opening.remove(job)
             # No refill right after a failure (a connect that cannot work
             # would be retried in a loop): the housekeeper's next round.
-            self._start_for_waiters()
-            return False, at_once, timed_out
+            jobs = self._start_for_waiters(now)
+        self.dispatch(jobs)
+        return False
 
-    def _count_timeout(self) -> None:
-        self.n_timeouts += 1
-        if self.events.listeners:
-            self.events.timeout()
-
-    def _count_checkin(self, record: PoolConnection, now: float) -> None:
-        use = now - record.checked_out
-        self.use_total += use
-        if self.events.listeners:
-            self.events.checkin(use)
-
-    def _count_closed(self, count: int) -> None:
-        self.n_closed += count
-        if self.events.listeners:
-            self.events.closed(count)
-
-    def _remove_waiter(self, waiter: Waiter, now: float) -> Waiter:
+    def _fail(self, waiter: Waiter, error: BaseException,
+              now: float) -> None:
         self.waiters.remove(waiter)
-        self.wait_total += now - waiter.since
-        return waiter
+        self.counters.wait_seconds += now - waiter.since
+        waiter.fail(error)
 
-    def cancelled(self, job: Job) -> Jobs:
+    def open_cancelled(self, job: OpenConnection, now: float) -> Jobs:
         """An open job that will not run (its pool was closed)."""
         with self.lock:
-            self.opening.remove(job)
-            return self._start_for_waiters()
+            self.slots.opening.remove(job)
+            return self._start_for_waiters(now)
 
-    def closed(self, job: Job, now: float) -> Jobs:
-        """A close finished. A REPLACE job goes on to open the replacement
-        in the same slot (returned as a job to run at once)."""
+    def closed(self, job: CloseConnection, now: float) -> Jobs:
+        """A close finished. A replacement goes on to open the new
+        connection in the same slot."""
         with self.lock:
-            self.closing -= 1
-            self._count_closed(1)
-            if job.kind == Job.REPLACE:
-                self.replacing -= 1
-            if (job.kind == Job.REPLACE and job.epoch == self.epoch
-                    and not (self.shrinking and self._still_shrinking(1))):
-                return [self._open_job()]
-            return self._slot_freed(now)
+            self.slots.closing -= 1
+            self.counters.closed_some(1)
+            if job.replace:
+                self.slots.replacing -= 1
+                if job.current and not self.over_a_lowered_maximum(1):
+                    return [self._open(math.inf, now)]
+            return self.slot_freed(now)
 
-    def pinged(self, job: Job, alive: bool, now: float) -> Jobs:
-        """A keepalive ping, or a reset of a reclaimed connection, ended."""
+    def checked(self, job: Job, usable: bool, now: float) -> Jobs:
+        """A connection out for a ping or a reset came back: to the pool if
+        it is usable, else replaced."""
         with self.lock:
             record = job.record
             assert record is not None
-            self.busy -= 1
-            del self.out[record.key]
-            if alive and job.epoch == self.epoch and not (
-                    self.shrinking and self._still_shrinking(1)):
+            del self.slots.out[record.key]
+            if not job.current:
+                return [self.close_taken(record)]
+            if usable and not self.over_a_lowered_maximum(1):
                 record.returned = now
                 self._give_back(record, now)
                 return []
-            if job.epoch != self.epoch:
-                self.closing += 1
-                return [Job(Job.CLOSE, record, self.epoch)]
-            return [self._retire(record, now)]
+            return [self.retire_taken(record)]
 
-    def _slot_freed(self, now: float) -> Jobs:
+    def slot_freed(self, now: float) -> Jobs:
         """A slot came free: waiters that nothing on its way covers get a
         connect of their own; then the minimum is refilled."""
-        if self.shrinking:
-            self._still_shrinking(0)
-        return self._start_for_waiters() + self._fill(now)
+        self.over_a_lowered_maximum(0)
+        return self._start_for_waiters(now) + self.fill_up()
 
-    def _start_for_waiters(self) -> Jobs:
+    def _start_for_waiters(self, now: float) -> Jobs:
         jobs: Jobs = []
         while (len(self.waiters) > self._coming()
-               and self._has_free_slot() and not self.shrinking):
+               and self._free_slots() > 0 and not self.slots.shrinking):
             waiter = self.waiters[self._coming()]
-            jobs.append(self._open_job(waiter.deadline))
+            jobs.append(self._open(waiter.deadline, now))
         return jobs
 
-    def _fill(self, now: float) -> Jobs:
+    def fill_up(self) -> Jobs:
         """Open connections up to min_connections (never above the max)."""
         jobs: Jobs = []
-        minimum = self.options.min_connections
-        while (self.started and self.open_count() < minimum
-               and self._has_free_slot() and not self.shrinking
+        now = time.monotonic()
+        while (self.started
+               and self.open_count() < self.options.min_connections
+               and self._free_slots() > 0 and not self.slots.shrinking
                and not self.draining):
-            jobs.append(self._open_job())
+            jobs.append(self._open(math.inf, now))
         return jobs
 
-    def fill(self, now: float) -> Jobs:
-        with self.lock:
-            return self._fill(now)
-
-    # -- Reclaiming what threads abandoned -----------------------------------
-
-    def reclaim(self, ended: Owner = None) -> Tuple[List[Tuple[int, str]],
-                                                     Jobs]:
-        """Take back connections held by a thread that ended without
-        close() (``ended``, from its guard; or any dead owner). A worker
-        rolls each back, then returns it. Returns (connection key, thread
-        name) pairs to log once the lock is released, and the jobs."""
-        def gone(thread: Owner) -> bool:
+    def take_from_dead(self, ended: Optional[Owner],
+                       now: float) -> List[PoolConnection]:
+        """Out of in_use: the connections held by ``ended`` (a thread that
+        ended without close()) or, without it, by any owner no longer
+        alive; the caller sends each out for a reset (rule 5)."""
+        def gone(owner: Optional[Owner]) -> bool:
             if ended is not None:
-                return thread is ended
-            return thread is not None and not thread.is_alive()
+                return owner is ended
+            return owner is not None and not owner.is_alive()
 
-        with self.lock:
-            dead = [r for r in self.in_use.values() if gone(r.owner)]
-            names = [(r.key, thread_name(r)) for r in dead]
-            jobs = []
-            now = time.monotonic()
-            for record in dead:
-                del self.in_use[record.key]
-                self.n_reclaimed += 1
-                self._count_checkin(record, now)     # a check-in, of sorts
-                jobs.append(self._send_out(record, Job.RESET))
-            for key, holder in list(self.closed_keys.items()):
-                if gone(holder):
-                    del self.closed_keys[key]
-            if dead:
-                self._notify_drained()
-            return names, jobs
+        dead = [r for r in self.in_use.values() if gone(r.owner)]
+        for record in dead:
+            del self.in_use[record.key]
+            self.counters.reclaimed += 1
+            self.counters.checked_in(now - record.checked_out)
+        for key, holder in list(self.closed_keys.items()):
+            if gone(holder):
+                del self.closed_keys[key]
+        return dead
 
     def stats(self) -> Dict[str, Any]:
         with self.lock:
-            idle = len(self.idle)
-            in_use = len(self.in_use)
-            return {
-                'max_connections': self.options.max_connections or 0,
-                'open': idle + in_use,
-                'in_use': in_use,
-                'idle': idle,
-                'waiting': len(self.waiters),
-                'created': self.n_created,
-                'closed': self.n_closed,
-                'checkouts': self.n_checkouts,
-                'timeouts': self.n_timeouts,
-                'reclaimed': self.n_reclaimed,
-                'recycled': self.n_recycled,
-                'recovered': self.n_recovered,
-                'use_seconds': self.use_total,
-                'connect_seconds': self.connect_total,
-                'connect_errors': self.n_connect_errors,
-                'wait_seconds': self.wait_total,
-            }
+            return self.counters.snapshot(
+                self.options.max_connections, len(self.idle),
+                len(self.in_use), len(self.waiters))
+
+
+def log_reclaimed(records: List[PoolConnection]) -> None:
+    for record in records:
+        logger.warning('Reclaimed connection %s from thread %r, which ended '
+                       'without closing it.', record.key, record.holder)

@@ -1,24 +1,21 @@
-"""Opening a connection, as a pool worker does it: the connect keywords'
-callables called (and never stored), the database's own connect, the
-server version, the user's ``configure``, the readability probe; and the
-messages that name the database, never with a secret.
-
-``ConnectionOpening`` is a mixin of ``PooledDatabase`` (pool.py), which
-calls ``_new_connection`` from its workers (workers.py) and closes with
-``_close_raw``.
+"""Opening, checking and closing one connection, as a pool worker does it,
+through the database's hooks: the jobs' side of the pool
+(:class:`jobs.ConnectionIO`). Opening calls the connect keywords' callables
+(never storing what they return), the database's own connect, reads the
+server version, runs the user's ``configure`` and makes the readability
+probe. The messages it makes name the database, never with a secret.
 """
 import inspect
 import logging
-import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol
 
 import peewee
 from peewee import OperationalError
 
 from ._options import PoolOptions
-from ._probe import probe_for
+from ._probe import Probe, probe_for
 from ._redact import redact
 from .errors import ConfigureError
 from .records import PoolConnection
@@ -26,136 +23,134 @@ from .records import PoolConnection
 logger = logging.getLogger('playhouse_pool')
 
 # peewee's context manager that turns driver errors into peewee's.
-_driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
+driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 
 
-class ConnectionOpening:
-    """How a pooled database opens (and closes) one connection."""
+class Hooks(Protocol):
+    """The pooled database, as opening sees it: peewee's hooks and the
+    backend's (backends.py)."""
+    database: Any
+    server_version: Any
+    _pool_options: PoolOptions
+    _connect_params: Dict[str, Any]
 
-    if TYPE_CHECKING:
-        # The pooled database's and peewee's, which this builds on.
-        _pool_options: PoolOptions
-        _connect_params: Dict[str, Any]
-        database: Any
-        server_version: Any
+    def _connect(self) -> Any: ...
+    def _close(self, conn: Any) -> None: ...
+    def _set_server_version(self, conn: Any) -> None: ...
+    def _fileno(self, conn: Any) -> Optional[int]: ...
+    def _ping(self, conn: Any) -> bool: ...
+    def _can_reuse(self, conn: Any) -> bool: ...
+    def conn_key(self, conn: Any) -> Any: ...
 
-        def _connect(self) -> Any: ...
-        def _close(self, conn: Any) -> None: ...
-        def _set_server_version(self, conn: Any) -> None: ...
-        def _fileno(self, conn: Any) -> Optional[int]: ...
-        def conn_key(self, conn: Any) -> Any: ...
 
-    def _init_opening(self) -> None:
+class Opener:
+    """One database's connections, opened, checked and closed."""
+
+    def __init__(self, db: Hooks) -> None:
+        self.db = db
         # While a worker opens a connection: the connect keywords with their
         # callables called, for connect_params on that thread only.
         self._resolved = threading.local()
         # The top-level package of the driver's connections (psycopg,
-        # pymysql, ...), known from the first one opened.
-        self._driver_package: Optional[str] = None
+        # pymysql, ...), known from the first one opened (shutdown.py).
+        self.driver_package: Optional[str] = None
 
-    # -- Connect keywords as callables --------------------------------------
-
-    @property
     def connect_params(self) -> Dict[str, Any]:
         """peewee's connect keywords; while a worker opens a connection on
         this thread, with every zero-argument callable called."""
         resolved = getattr(self._resolved, 'params', None)
-        return self._connect_params if resolved is None else resolved
+        return self.db._connect_params if resolved is None else resolved
 
-    @connect_params.setter
-    def connect_params(self, params: Dict[str, Any]) -> None:
-        self._connect_params = params
+    # -- ConnectionIO --------------------------------------------------------
 
-    # -- Opening (on workers, outside every lock) ---------------------------
-
-    def _new_connection(self) -> PoolConnection:
-        """Open, set up and wrap a connection (a worker calls this). Raises
-        the driver's error (as peewee's) or ConfigureError."""
-        params = self._connect_params
+    def open(self) -> PoolConnection:
+        """Open, set up and wrap a connection. Raises the driver's error
+        (as peewee's) or ConfigureError."""
+        db = self.db
+        params = db._connect_params
         providers = [k for k, v in params.items() if _is_provider(v)]
         if providers:
             # Secrets stay in this frame and the driver: never stored.
             self._resolved.params = {
                 k: (v() if k in providers else v) for k, v in params.items()}
         try:
-            with _driver_errors:
-                conn = self._connect()
+            with driver_errors:
+                conn = db._connect()
         finally:
             self._resolved.params = None
         try:
-            if self.server_version is None:
-                with _driver_errors:
-                    self._set_server_version(conn)
-            configure = self._pool_options.configure
+            if db.server_version is None:
+                with driver_errors:
+                    db._set_server_version(conn)
+            configure = db._pool_options.configure
             if configure is not None:
                 try:
                     configure(conn)
                 except Exception as exc:
                     raise ConfigureError(
                         'configure() failed on a new connection: %s'
-                        % self._safe_error(exc)) from exc
+                        % self.describe(exc)) from exc
             probe = self._probe(conn)
         except BaseException:
-            self._close_raw(conn)
+            self.close_conn(conn)
             raise
-        self._driver_package = type(conn).__module__.partition('.')[0]
-        return PoolConnection(conn, self.conn_key(conn), probe,
-                              self._pool_options.stale_timeout,
+        self.driver_package = type(conn).__module__.partition('.')[0]
+        return PoolConnection(conn, db.conn_key(conn), probe,
+                              db._pool_options.stale_timeout,
                               time.monotonic())
 
-    def _inside_a_database_call(self) -> bool:
-        """Is the caller of the calling method nested inside a database
-        call of this thread: a signal handler (or a driver callback) that
-        interrupted peewee's, the pool's or the driver's code? Then a
-        connection of this thread may be mid-call, and closing it under
-        the driver can crash or hang the process: psycopg 3 crashes, and
-        psycopg2 deadlocks on its own lock when the handler lands in a
-        codec it calls mid-statement. Frames of the wrappers that run the
-        user's function (the decorators' ``inner``) do not count. Walks the
-        stack: for close_all(), never a hot path."""
-        # The codecs: psycopg2 calls one mid-statement, holding its lock.
-        packages = ('peewee', 'playhouse', 'playhouse_pool', 'encodings',
-                    'codecs', self._driver_package)
-        frame: Any = sys._getframe(2)
-        while frame is not None:
-            name = frame.f_globals.get('__name__') or ''
-            if (name.partition('.')[0] in packages
-                    and frame.f_code.co_name != 'inner'
-                    and not name.startswith('playhouse_pool.benchmark')):
-                return True
-            frame = frame.f_back
-        return False
+    def close(self, record: PoolConnection) -> None:
+        self.close_conn(record.conn)
 
-    def _probe(self, conn: Any) -> Any:
+    def ping(self, record: PoolConnection) -> bool:
         try:
-            return probe_for(self._fileno(conn))
-        except Exception:                  # no socket to probe
-            logger.debug('No readability probe for connection %x.', id(conn),
-                         exc_info=True)
-            return None
+            return bool(self.db._ping(record.conn))
+        except Exception:
+            return False
 
-    def _close_raw(self, conn: Any) -> None:
+    def reset(self, record: PoolConnection) -> bool:
+        return self.reset_conn(record.conn)
+
+    def name(self) -> str:
+        return redact(str(self.db.database))
+
+    def describe(self, error: BaseException) -> str:
+        return redact('%s: %s' % (type(error).__name__, str(error).strip()))
+
+    def could_not_connect(self, cause: BaseException) -> BaseException:
+        error = OperationalError(
+            'playhouse_pool could not connect to %s within timeout=%s: %s'
+            % (self.name(), self.db._pool_options.timeout,
+               self.describe(cause)))
+        error.__cause__ = cause
+        return error
+
+    # -- On a driver connection ----------------------------------------------
+
+    def close_conn(self, conn: Any) -> None:
+        """Close ``conn`` with the database's hook; never raises."""
         try:
-            self._close(conn)
+            self.db._close(conn)
         except Exception:
             logger.debug('Error closing connection %x.', id(conn),
                          exc_info=True)
 
-    # -- Messages (never with a secret) -------------------------------------
+    def reset_conn(self, conn: Any) -> bool:
+        """The check-in clean-up (``_can_reuse``); never raises."""
+        try:
+            return self.db._can_reuse(conn)
+        except Exception:
+            logger.debug('Connection %x failed its reset.', id(conn),
+                         exc_info=True)
+            return False
 
-    def _safe_name(self) -> str:
-        return redact(str(self.database))
-
-    def _safe_error(self, exc: BaseException) -> str:
-        return redact('%s: %s' % (type(exc).__name__, str(exc).strip()))
-
-    def _could_not_connect(self, cause: BaseException) -> BaseException:
-        error = OperationalError(
-            'playhouse_pool could not connect to %s within timeout=%s: %s'
-            % (self._safe_name(), self._pool_options.timeout,
-               self._safe_error(cause)))
-        error.__cause__ = cause
-        return error
+    def _probe(self, conn: Any) -> Optional[Probe]:
+        try:
+            return probe_for(self.db._fileno(conn))
+        except Exception:                  # no socket to probe
+            logger.debug('No readability probe for connection %x.', id(conn),
+                         exc_info=True)
+            return None
 
 
 def _is_provider(value: Any) -> bool:

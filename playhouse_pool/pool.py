@@ -1,47 +1,34 @@
 """PooledDatabase: peewee's face of the pool.
 
-The rooms behind it, each with one job:
-
-* ``ledger.py``: the bookkeeping (idle heap, checked-out map, reserved
-  slots, waiters) under one lock, with no I/O; the one place a returned
-  connection goes to a waiter.
-* ``workers.py``: who opens, closes, pings and resets connections (pool
-  workers, never the thread of a request), and the housekeeper that ages,
-  keeps alive, evicts and refills.
-* ``guards.py``: thread guards that reclaim a dead thread's connection, and
-  the fork handler.
-* ``opening.py``: opening one connection, as a worker does (callable
-  connect keywords, ``configure``, the probe), and messages without secrets.
-
-This class turns peewee's calls (connect, close, init, close_all, ...) into
-ledger operations, runs the cheap checks a checkout needs on the request's
-thread (status flags and a zero-timeout socket poll: no round trip), and
-hands the rest to the workers.
+It turns peewee's calls (connect, close, init, close_all, ...) into the
+pool's: the ledger keeps the books (ledger.py, sweeps.py), the lender hands
+connections to threads and runs the workers (lending.py, workers.py), the
+opener does the I/O on one connection (opening.py). The first statement of
+a checkout is watched here (its rules in recovery.py), and close_all(),
+dispose() and forks are in shutdown.py. docs/design.rst has the map.
 """
 import logging
 import math
-import os
-import threading
+import sys
 import time
-import traceback
 from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Optional,
                     Tuple)
 
 import peewee
-import playhouse
 from peewee import InterfaceError, OperationalError
+from playhouse.shortcuts import ReconnectMixin
 
-from . import guards
+from . import recovery, shutdown
 from ._options import PoolOptions, pop_options, seconds
 from ._redact import redact
 from .context import ExecutionContext
-from .errors import pool_exhausted
 from .events import PoolEvents
+from .guards import ThreadGuards
 from .ledger import Ledger
-from .opening import ConnectionOpening, _driver_errors
-from .records import Jobs, PoolConnection, Waiter, wall_clock
-from .recovery import UNPROVEN, FirstStatementRecovery
-from .workers import Housekeeper, Workers, housekeep, log_reclaimed
+from .lending import Lender
+from .opening import Opener, driver_errors
+from .records import PoolConnection, wall_clock
+from .sweeps import Sweeps
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -49,8 +36,13 @@ logger = logging.getLogger('playhouse_pool')
 # skips it unless a subclass (or the instance) gives it one.
 _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 
+if TYPE_CHECKING:
+    _DatabaseBase = peewee.Database
+else:
+    _DatabaseBase = object
 
-class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
+
+class PooledDatabase(_DatabaseBase):
     """Mixin that gives a peewee ``Database`` class a connection pool.
 
     Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
@@ -76,12 +68,8 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     class for it: its own overrides still come first.
     """
 
-    # 'module.QualName' of a peewee database class -> the hooks of its
-    # family (backends.py registers them; see __init_subclass__).
-    _families: ClassVar[Dict[str, type]] = {}
-
     if TYPE_CHECKING:
-        # peewee's private side of Database that the pool builds on.
+        # peewee's private side of Database, which the pool builds on.
         _state: Any
 
         def _connect(self) -> Any: ...
@@ -89,34 +77,44 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         def _set_server_version(self, conn: Any) -> None: ...
         def _initialize_connection(self, conn: Any) -> None: ...
 
+    # 'module.QualName' of a peewee database class -> the hooks of its
+    # family (backends.py registers them; see __init_subclass__).
+    _families: ClassVar[Dict[str, type]] = {}
+    # Where a ReconnectMixin is in the class's MRO: before the pool, it
+    # retries outside the first-statement watch; after, inside it.
+    _reconnect_outside = _reconnect_inside = False
+
     def __init__(self, database: Any, **kwargs: Any) -> None:
         self._pool_options = PoolOptions().updated(pop_options(kwargs))
         self._events = PoolEvents()       # listeners: the metrics collectors
-        self._ledger = Ledger(self._pool_options, self._events)
-        self._workers: Optional[Workers] = None
-        self._housekeeper: Optional[Housekeeper] = None
-        # Reentrant, as the ledger's lock: close_all() may run in a signal
-        # handler that interrupted this thread while it held it.
-        self._start_lock = threading.RLock()
-        self._guards = threading.local()
-        self._init_opening()
-        guards.track(self)
+        self._opener = Opener(self)
+        self._new_core()
+        shutdown.track(self)
         super().__init__(database, **kwargs)
+
+    def _new_core(self) -> None:
+        """The books and the thread face, new: at construction, and in a
+        forked child (where the parent's threads, and maybe the holder of
+        its lock, are gone)."""
+        self._ledger = Ledger(self._pool_options, self._events,
+                              dispatch=lambda jobs: None)
+        self._sweeps = Sweeps(self._ledger)
+        self._lender = Lender(self, self._ledger, self._sweeps, self._opener,
+                              self._events)
+        self._ledger.dispatch = self._lender.submit
+        self._guards = ThreadGuards(self._sweeps)
 
     def init(self, database: Any, **kwargs: Any) -> None:
         """peewee's deferred initialisation; accepts the pool's keywords too.
         A bad keyword raises before anything changes."""
-        given = pop_options(kwargs)
         previous = self._pool_options
-        options = previous.updated(given)
+        options = previous.updated(pop_options(kwargs))
         self._check_database(database)
         super().init(database, **kwargs)
         self._pool_options = options
-        self._submit(self._ledger.reconfigure(
-            options, discard_idle=options.reset_session
-            and not previous.reset_session))
-        if self._housekeeper is not None:
-            self._housekeeper.wake()
+        self._sweeps.reconfigure(options, discard_idle=options.reset_session
+                                 and not previous.reset_session)
+        self._lender.wake_housekeeper()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A hand-made composition, PooledDatabase itself among its bases:
@@ -129,6 +127,11 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 cls.__bases__ = tuple(hooks if base is PooledDatabase
                                       else base for base in cls.__bases__)
         super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if ReconnectMixin in mro:
+            outside = mro.index(ReconnectMixin) < mro.index(PooledDatabase)
+            cls._reconnect_outside, cls._reconnect_inside = outside, \
+                not outside
 
     @classmethod
     def _register_family(cls, database_class: str, hooks: type) -> None:
@@ -138,6 +141,39 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
 
     def _check_database(self, database: Any) -> None:
         """Backends refuse a database the pool cannot share (SQLite memory)."""
+
+    @property
+    def connect_params(self) -> Dict[str, Any]:
+        """peewee's connect keywords; while a worker opens a connection on
+        its thread, with every zero-argument callable called."""
+        return self._opener.connect_params()
+
+    @connect_params.setter
+    def connect_params(self, params: Dict[str, Any]) -> None:
+        self._connect_params = params
+
+    # -- What people introspect (as with peewee's pool) ----------------------
+
+    @property
+    def _connections(self) -> List[Tuple[float, int, Any]]:
+        """The idle connections, as peewee shows them: (when opened, as
+        ``time.time()``, a tie-breaker, the connection), in heap order. A
+        snapshot: the pool's own heap holds its records."""
+        return [(wall_clock(opened), seq, record.conn)
+                for opened, seq, record in self._ledger.idle.entries]
+
+    @property
+    def _in_use(self) -> Dict[Any, PoolConnection]:
+        return self._ledger.in_use
+
+    @property
+    def _pool_lock(self) -> Any:
+        return self._ledger.lock
+
+    @property
+    def _reserved(self) -> int:
+        """Slots held by a connect, close, ping or reset under way."""
+        return self._ledger.slots.reserved
 
     # peewee's pool attributes (health checks read them), with peewee's
     # meanings: read-only views of the options, which init() updates.
@@ -155,31 +191,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         """timeout, as peewee keeps it: None, or seconds (0 reads as inf)."""
         return self._pool_options.wait_seconds
 
-    # What people introspect (as with peewee's pool), and the tests.
-    @property
-    def _connections(self) -> List[Tuple[float, int, Any]]:
-        """The idle connections, as peewee shows them: (when opened, as
-        ``time.time()``, a tie-breaker, the connection), in heap order. A
-        snapshot: the pool's own heap holds its records."""
-        return [(wall_clock(opened), seq, record.conn)
-                for opened, seq, record in self._ledger.idle]
-
-    @property
-    def _in_use(self) -> Dict[int, PoolConnection]:
-        return self._ledger.in_use
-
-    @property
-    def _pool_lock(self) -> Any:
-        return self._ledger.lock
-
-    @property
-    def _reserved(self) -> int:
-        """Slots held by a connect, close, ping or reset under way."""
-        return self._ledger.reserved
-
-    # -- Backend hooks -----------------------------------------------------
-    # The pool opens with the database class's own _connect() and closes with
-    # its _close(conn); backends override these four.
+    # -- Backend hooks (backends.py overrides them) ---------------------------
 
     def _is_closed(self, conn: Any) -> bool:
         """True if local state already says ``conn`` is dead (no I/O)."""
@@ -225,7 +237,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         """peewee's hook: the key a connection is known by (in ``_in_use``)."""
         return id(conn)
 
-    # -- peewee's connection API --------------------------------------------
+    # -- peewee's connection API ----------------------------------------------
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         """Check a connection out of the pool for this thread.
@@ -242,13 +254,19 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 return False
             raise OperationalError('Connection already opened.')
         transactions = state.transactions
-        if transactions and type(transactions) is guards.LostTransactions:
+        if transactions and type(transactions) is shutdown.LostTransactions:
             # Going on in autocommit on a new connection would hide that
             # the transaction is gone.
             raise InterfaceError(
                 "This thread's transaction lost its connection (close_all() "
                 "closed it): leave the atomic() block first.")
-        conn = self._checkout()
+        record = self._lender.checkout(
+            self._guards.owner() if self.thread_safe else None)
+        conn = record.conn
+        # A connection that sat idle may have died unseen: its first
+        # statement is watched (recovery.py); a new one has just proven
+        # itself.
+        state.pool_proven = conn if record.fresh else recovery.UNPROVEN
         try:
             blocks = state.ctx
             state.set_connection(conn)
@@ -261,11 +279,11 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 state.transactions = transactions
             initialize = self._initialize_connection
             if getattr(initialize, '__func__', None) is not _NO_INITIALIZE:
-                with _driver_errors:
+                with driver_errors:
                     initialize(conn)
         except BaseException:
             state.reset()
-            self._discard_checked_out(conn)
+            self._checkin(conn, False)
             raise
         return True
 
@@ -284,11 +302,16 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         conn = state.conn
         state.reset()
         try:
-            self._release(conn, self._reset(conn))
+            self._checkin(conn, self._opener.reset_conn(conn))
         except BaseException:          # interrupted mid-reset: don't keep it
-            self._discard_checked_out(conn)
+            self._checkin(conn, False)
             raise
         return True
+
+    def _checkin(self, conn: Any, reusable: bool) -> None:
+        """Return a checked-out connection: to the first waiter, to the idle
+        heap, or (broken or past its age) to a worker that replaces it."""
+        self._ledger.checkin(self.conn_key(conn), reusable, time.monotonic())
 
     def manual_close(self) -> bool:
         """Really close this thread's connection and free its slot."""
@@ -299,10 +322,9 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                                    'transaction is open.')
         conn = self._state.conn
         self._state.reset()
-        record = self._ledger.detach(self.conn_key(conn))
-        if record is not None:
-            self._close_raw(conn)
-            self._submit(self._ledger.closed_by_caller(1))
+        if self._sweeps.detach(self.conn_key(conn)) is not None:
+            self._opener.close_conn(conn)
+            self._sweeps.closed_by_caller(1)
         return True
 
     def execution_context(self, with_transaction: bool = True
@@ -312,214 +334,100 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         is False; the thread's own connection state is left as it was."""
         return ExecutionContext(self, with_transaction)
 
-    def dispose(self) -> None:
-        """Forget every connection without closing any (they may belong to
-        another process): the pool starts empty. Waiting threads get
-        ``PoolClosedError``; connects under way still land in the pool."""
-        self._ledger.fail_waiters('The pool was disposed of while waiting.')
-        guards.inherited.extend(r.conn for r in self._ledger.forget())
-        self._state.reset()
+    # -- The first statement of a checkout (recovery.py) ---------------------
+    # The hot path, for every statement: two reads of peewee's per-thread
+    # state (each costs more than a dict lookup) and an identity test. The
+    # healthy first statement of a checkout adds a read and a write. No
+    # getattr() default, no helper call, no *args forwarding when there is
+    # nothing to forward: each costs more than the test itself.
 
-    # -- Checkout -----------------------------------------------------------
-
-    def _checkout(self) -> Any:
-        owner = guards.owner(self) if self.thread_safe else None
-        now = time.monotonic()
-        got = self._ledger.checkout(owner, now, now)
-        if type(got) is not PoolConnection:
-            got = self._checkout_slowly(owner, now, got)
-        elif not self._usable(got, now):       # handed to a worker
-            got = self._checkout_slowly(owner, now, None)
-        if self._pool_options.leak_timeout is not None:
-            got.stack = _caller_stack()
-        # A connection that sat idle may have died unseen: its first
-        # statement is watched (recovery.py); a new one has just proven
-        # itself.
-        self._state.pool_proven = got.conn if got.fresh else UNPROVEN
-        events = self._events
-        if events.listeners:
-            events.checkout(time.monotonic() - now)
-        return got.conn
-
-    def _checkout_slowly(self, owner: Optional[threading.Thread],
-                         start: float, got: Any) -> PoolConnection:
-        """No usable idle connection at once: start the workers if they are
-        not running, then wait for whichever comes first, a connection
-        checked in or a new one (the ledger started a connect if none was
-        on its way), checking each as it comes."""
-        self._start()
-        while True:
-            if type(got) is Waiter:
-                log_reclaimed(got.reclaimed)
-                self._submit(got.jobs)
-                got = self._wait(got)
-            elif got is None:             # the last one failed its checks
-                got = self._ledger.checkout(owner, time.monotonic(), start,
-                                            True)
-                continue
-            if self._usable(got, time.monotonic()):
-                return got
-            got = None
-
-    def _usable(self, record: PoolConnection, now: float) -> bool:
-        """May this connection, just checked out, be handed to the user?
-        Its local status flags, its age, and one zero-timeout poll of its
-        socket (readable: the server said something, an error or EOF, on
-        an idle connection): no round trip, unless ``ping_after=0`` asks
-        for one. One that fails goes to a worker to be replaced (or
-        pinged), and the checkout looks again."""
+    def execute_sql(self, sql: Any, params: Any = None, *args: Any,
+                    **kwargs: Any) -> Any:
+        state = self._state
+        conn = state.conn
         try:
-            conn = record.conn
-            if self._is_closed(conn):
-                logger.debug('Connection %x was closed, replacing it.',
-                             record.key)
-            elif now >= record.expires and not self._ledger.keep_expired(
-                    record, now):
-                logger.debug('Connection %x is past its age, replacing it.',
-                             record.key)
-            elif self._pool_options.ping_after == 0:
-                if self._ping(conn):
+            first = conn is not state.pool_proven
+        except AttributeError:          # this thread has not checked out yet
+            first = True
+        if first:
+            if (conn is None or state.transactions
+                    or self._reconnect_outside):
+                return recovery.first_statement(
+                    self, super().execute_sql, sql, (sql, params) + args,
+                    kwargs)
+            state.pool_proven = conn
+            try:
+                result = super().execute_sql(sql, params, *args, **kwargs)
+            except Exception as exc:
+                return recovery.after_failure(
+                    self, conn, exc, super().execute_sql, sql,
+                    (sql, params) + args, kwargs)
+            if self._reconnect_inside:
+                recovery.proven_now(state, conn)
+            return result
+        if args or kwargs:
+            return super().execute_sql(sql, params, *args, **kwargs)
+        return super().execute_sql(sql, params)
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        # peewee sends BEGIN on a cursor of its own, not through execute_sql.
+        state = self._state
+        try:
+            first = state.conn is not state.pool_proven
+        except AttributeError:
+            first = True
+        if first:
+            return recovery.first_statement(self, super().begin, None, args,
+                                            kwargs)
+        return super().begin(*args, **kwargs)
+
+    def connection(self) -> Any:
+        """The driver's connection. Whatever runs on it is out of the pool's
+        sight, so the checkout's later statements are not watched."""
+        conn = super().connection()
+        self._state.pool_proven = conn
+        return conn
+
+    def in_transaction(self) -> bool:
+        if self._reconnect_outside:
+            state = self._state
+            retried = getattr(state, 'pool_retried', None)
+            if retried is not None:
+                state.pool_retried = None
+                if sys.exc_info()[1] is retried:
+                    # ReconnectMixin, about to retry what the pool already
+                    # ran again: its rule for transactions makes it raise.
                     return True
-                logger.info('Connection %x failed its ping, replacing it.',
-                            record.key)
-            elif record.probe is not None and record.probe.readable():
-                self._submit(self._ledger.check_later(record))
-                return False
-            else:
-                return True
-        except BaseException:              # interrupted: give it back
-            self._release(record.conn, False)
-            raise
-        self._submit(self._ledger.retire(record, now))
+        return super().in_transaction()
+
+    def _never_ran(self, conn: Any, error: BaseException,
+                   sql: Optional[str]) -> bool:
+        """Backend hook: True only if ``error``, the driver's exception from
+        a checkout's first statement on ``conn``, proves that the statement
+        had no effect on the server (``sql`` is None for peewee's BEGIN).
+        When in doubt, False: the error is raised as it is."""
         return False
 
-    def _wait(self, waiter: Waiter) -> Optional[PoolConnection]:
-        """Sleep until handed a connection or failed."""
-        deadline = waiter.deadline
-        timeout = math.inf if deadline is None else deadline - time.monotonic()
-        try:
-            signalled = waiter.wait(timeout)
-        except BaseException:              # a signal handler, gevent.Timeout
-            record = self._ledger.abandon(waiter)
-            if record is not None:
-                self._release(record.conn, True)
-            raise
-        if not signalled:
-            now = time.monotonic()
-            gave_up, failing, dry = self._ledger.timed_out(waiter, now)
-            if gave_up:
-                if failing is not None:
-                    raise self._could_not_connect(failing)
-                assert dry is not None
-                raise pool_exhausted(
-                    'timed out: no connection came free within timeout=%ss'
-                    % self._pool_options.timeout, now - waiter.since, dry)
-            # Served as the deadline came (its signal is released, under
-            # the lock, so by now), or waiting on for a connect under way.
-            waiter.wait(math.inf)
-        error = waiter.error
-        if error is not None:
-            # No cycle (error -> traceback -> this frame -> waiter -> error):
-            # the frames it holds would outlive the exception's handling.
-            waiter.error = None
-            try:
-                raise error
-            finally:
-                del error
-        return waiter.record
+    def _count_recovered(self) -> None:
+        with self._ledger.lock:
+            self._ledger.counters.recovered += 1
 
-    # -- Workers ------------------------------------------------------------
-
-    def _start(self) -> None:
-        """From the first checkout on (and again after close_all or in a
-        forked child): workers, the housekeeper, the minimum opened."""
-        # Until both hold: a close_all() in a signal handler that lands in
-        # here stops what this started, and it starts again.
-        while not (self._ledger.started and self._housekeeper is not None):
-            self._start_once()
-
-    def _start_once(self) -> None:
-        with self._start_lock:
-            if self._workers is None:
-                self._workers = Workers(self)
-            if self._housekeeper is None:
-                # Recorded once running: a KeyboardInterrupt in start()
-                # leaves none, and the next checkout starts one.
-                housekeeper = Housekeeper(self)
-                try:
-                    housekeeper.start()
-                except BaseException:   # it may be running: not twice
-                    housekeeper.stop()
-                    raise
-                self._housekeeper = housekeeper
-            self._submit(self._ledger.start())
-
-    def _submit(self, jobs: Jobs) -> None:
-        if jobs:
-            workers = self._workers
-            if workers is None:
-                with self._start_lock:
-                    workers = self._workers
-                    if workers is None:
-                        # One read: a close_all() in a signal handler may
-                        # set the attribute to None right after.
-                        workers = self._workers = Workers(self)
-            workers.submit(jobs)
-
-    def _stop_workers(self) -> None:
-        with self._start_lock:
-            workers, self._workers = self._workers, None
-            housekeeper, self._housekeeper = self._housekeeper, None
-        if workers is not None:
-            workers.stop()
-        if housekeeper is not None:
-            housekeeper.stop()
-
-    def _housekeep(self) -> float:
-        """One round of the housekeeper (as its thread runs it); returns
-        seconds until the next."""
-        return housekeep(self)
-
-    def _reset(self, conn: Any) -> bool:
-        """Check-in clean-up, outside the lock; never raises."""
-        try:
-            return self._can_reuse(conn)
-        except Exception:
-            logger.debug('Connection %x failed its reset.', id(conn),
-                         exc_info=True)
-            return False
-
-    # -- Check-in -----------------------------------------------------------
-
-    def _release(self, conn: Any, reusable: bool) -> None:
-        """Return a checked-out connection: to the first waiter, to the idle
-        heap, or (broken or past its age) to a worker that replaces it."""
-        jobs = self._ledger.checkin(self.conn_key(conn), reusable,
-                                    time.monotonic())
-        if jobs:
-            self._submit(jobs)
-
-    def _discard_checked_out(self, conn: Any) -> None:
-        self._release(conn, False)
-
-    # -- Pool-wide operations -----------------------------------------------
+    # -- Pool-wide operations -------------------------------------------------
 
     def close_idle(self) -> int:
         """Close every idle connection; returns how many."""
-        idle = self._ledger.take_idle_all()
-        return self._close_taken(idle)
+        return self._close_taken(self._sweeps.take_idle_all())
 
     def close_stale(self, age: float = 600) -> int:
         """Close connections checked out more than ``age`` seconds ago (their
         holders' later ``close()`` is a no-op); returns how many."""
         cutoff = time.monotonic() - (seconds('age', age) or 0.0)
-        stale = self._ledger.take_back_older(cutoff)
-        return self._close_taken(stale)
+        return self._close_taken(self._sweeps.take_back_older(cutoff))
 
     def _close_taken(self, records: List[PoolConnection]) -> int:
         for record in records:
-            self._close_raw(record.conn)
-        self._submit(self._ledger.closed_by_caller(len(records)))
+            self._opener.close(record)
+        self._sweeps.closed_by_caller(len(records))
         return len(records)
 
     def recycle(self) -> int:
@@ -528,8 +436,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         go on being served meanwhile (rotated credentials, a failover, a
         changed server setting). Returns at once, with how many connections
         will be replaced."""
-        jobs, count = self._ledger.recycle(time.monotonic())
-        self._submit(jobs)
+        count = self._sweeps.recycle(time.monotonic())
         logger.info('Recycling %d connection(s).', count)
         return count
 
@@ -539,17 +446,18 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         not open within ``timeout`` seconds (None: wait as long as it
         takes), chaining the last connect error if connects failed."""
         wait = seconds('timeout', timeout)
-        self._start()
-        opened = self._ledger.wait_for_minimum(
-            math.inf if wait is None else wait)
-        if opened is None:
+        self._lender.start()
+        if self._lender.wait_until(self._sweeps.has_minimum,
+                                   math.inf if wait is None else wait):
             return
         failing = self._ledger.failing
         error = OperationalError(
             'playhouse_pool opened %d of min_connections=%d to %s within '
-            '%ss%s' % (opened, self._pool_options.min_connections,
-                       self._safe_name(), timeout,
-                       ': ' + self._safe_error(failing) if failing else ''))
+            '%ss%s' % (self._sweeps.opened_count(),
+                       self._pool_options.min_connections,
+                       self._opener.name(), timeout,
+                       ': ' + self._opener.describe(failing) if failing
+                       else ''))
         raise error from failing
 
     def close_all(self, timeout: Optional[float] = None) -> int:
@@ -567,67 +475,13 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         pool as soon as the interrupted operation ends. The pool stays
         usable: the next checkout opens a new connection (and starts the
         workers). Returns how many connections were closed."""
-        wait = seconds('timeout', timeout) or 0.0
-        caller = threading.current_thread() if self.thread_safe else None
-        state = self._state
-        own_key = None if state.closed else self.conn_key(state.conn)
-        if self._ledger.lock._is_owned():
-            self._close_all_after(own_key, caller, wait)
-            return 0
-        deferred = self._inside_a_database_call()
-        if not deferred:
-            # Only the connection goes: peewee's context and transaction
-            # stacks stay, so a connection_context() or atomic() that this
-            # call interrupts unwinds normally afterwards; an open
-            # transaction is marked lost (see connect()).
-            if own_key is not None and state.transactions:
-                state.transactions = guards.LostTransactions(
-                    state.transactions)
-            state.closed, state.conn = True, None
-        return self._shut_down(own_key, caller, deferred, wait)
+        return shutdown.close_all(self, seconds('timeout', timeout) or 0.0)
 
-    def _shut_down(self, own_key: Optional[int], caller: Any,
-                   deferred: bool, wait: float) -> int:
-        records: List[PoolConnection] = []
-        self._stop_workers()
-        try:
-            self._ledger.shut_down(own_key, caller, deferred, wait, records)
-        finally:                # even if the drain is interrupted
-            for record in records:
-                self._close_raw(record.conn)
-            self._submit(self._ledger.closed_by_caller(len(records)))
-        return len(records)
-
-    def _close_all_after(self, own_key: Optional[int], caller: Any,
-                         wait: float) -> None:
-        """close_all() from a signal handler that interrupted this thread
-        inside the ledger: its bookkeeping is mid-update and must not be
-        touched until that operation ends. A thread of its own closes the
-        pool as soon as it does (taking the lock then); the interrupted
-        thread's connections are closed as they come back."""
-        # Not a daemon: a handler that then exits still closes the pool.
-        threading.Thread(target=self._shut_down,
-                         args=(own_key, caller, True, wait),
-                         name='playhouse_pool-close_all').start()
-
-    def _forget_connections(self) -> None:
-        """In a forked child: drop all bookkeeping without closing anything
-        (the parent's connections stay referenced, never closed or used),
-        with a new ledger (another thread of the parent may have held its
-        lock) and no workers (the parent's threads are not here)."""
-        guards.inherited.extend(
-            r.conn for r in self._ledger.every_connection())
-        self._ledger = Ledger(self._pool_options, self._events)
-        self._workers = None
-        self._housekeeper = None
-        self._start_lock = threading.RLock()
-        self._guards = threading.local()
-        # The forking thread's connection was the parent's: it goes, and so
-        # do its transactions (the child, a multiprocessing worker say, runs
-        # its own). peewee's context stack stays: a connection_context() the
-        # fork happened in unwinds in the child.
-        state = self._state
-        state.closed, state.conn, state.transactions = True, None, []
+    def dispose(self) -> None:
+        """Forget every connection without closing any (they may belong to
+        another process): the pool starts empty. Waiting threads get
+        ``PoolClosedError``; connects under way still land in the pool."""
+        shutdown.dispose(self)
 
     def pool_stats(self) -> Dict[str, Any]:
         """A snapshot of the pool, cheap enough to call per request.
@@ -642,11 +496,6 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         included) only grow.
         """
         return self._ledger.stats()
-
-    def _count_recovered(self) -> None:
-        # recovery.py ran a checkout's first statement again.
-        with self._ledger.lock:
-            self._ledger.n_recovered += 1
 
     def __repr__(self) -> str:
         stats = self.pool_stats()
@@ -664,20 +513,3 @@ def _family_hooks(cls: type) -> Optional[type]:
         if hooks is not None:
             return hooks
     return None
-
-
-# Frames that are not the application's: this package's, peewee's and the
-# playhouse extensions' (connection_context(), the decorators' wrappers).
-_NOT_THE_APPLICATIONS = tuple(
-    os.path.dirname(os.path.abspath(path)) + os.sep
-    for path in (__file__, playhouse.__file__))
-_PEEWEE_MODULE = os.path.abspath(peewee.__file__)
-
-
-def _caller_stack() -> List[traceback.FrameSummary]:
-    """Where the application checked the connection out: its own frames,
-    innermost last (this package's, peewee's and playhouse's left out)."""
-    frames = [f for f in traceback.extract_stack(limit=32)
-              if not f.filename.startswith(_NOT_THE_APPLICATIONS)
-              and f.filename != _PEEWEE_MODULE]
-    return frames[-12:]

@@ -24,7 +24,7 @@ When a statement is run again (all of these, or it is not):
    server (``_never_ran``, one hook per backend, rules below).
 4. No outer retry is under way: a ``ReconnectMixin`` placed before the pool
    class retries from inside its ``except`` block, and the two never both
-   retry one statement (see ``FirstStatementRecovery``).
+   retry one statement (see ``PooledDatabase.in_transaction``).
 
 What proves that a statement had no effect (measured against PostgreSQL 15
 and MariaDB 10.11 by killing connections at the moment of their checkout):
@@ -68,25 +68,17 @@ commit, is reported as the same FATAL. Pooled connections rarely listen.
 import logging
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
-
-import peewee
-from playhouse.shortcuts import ReconnectMixin
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
 from ._redact import redact
 
 logger = logging.getLogger('playhouse_pool.recovery')
 
-if TYPE_CHECKING:
-    _DatabaseBase = peewee.Database
-else:
-    _DatabaseBase = object
-
 # peewee's per-thread state (``db._state``) holds, as ``pool_proven``, the
 # connection of the current checkout once it has proven itself (it was new,
 # or its first statement ran); anything else there (UNPROVEN, an older
 # connection, nothing yet in this thread) means the next statement is the
-# checkout's first. The pool's checkout sets it (pool.py, _checkout); the
+# checkout's first. The pool's checkout sets it (PooledDatabase.connect); the
 # cost per statement is one identity test. Where ReconnectMixin is outside
 # the pool, ``pool_retried`` holds the error of a statement the pool ran
 # again, until ReconnectMixin has seen it.
@@ -110,113 +102,22 @@ _MYSQL_SERVER_GONE = 2006        # pymysql: CR_SERVER_GONE_ERROR, send failed
 _MYSQL_LOCAL_FILES = 0x80        # CLIENT_LOCAL_FILES: LOAD DATA LOCAL
 
 
-class FirstStatementRecovery(_DatabaseBase):
-    """The first-statement check, as peewee ``Database`` method overrides
-    (a base of ``PooledDatabase``; see the module docstring for the rule).
+class Watched(Protocol):
+    """The pooled database, as the first-statement watch sees it."""
+    _state: Any
+    autoconnect: bool
+    _reconnect_outside: bool
+    _reconnect_inside: bool
 
-    With ``playhouse.shortcuts.ReconnectMixin`` placed before the pool class
-    (``class DB(ReconnectMixin, PooledPostgresqlDatabase)``, the order
-    peewee documents), ReconnectMixin retries from inside its ``except``
-    block, so a first statement run while an exception is being handled is
-    not run again by the pool; and when the pool has run a statement again
-    and that failed too, ReconnectMixin's check ``in_transaction()`` answers
-    True for that error, so ReconnectMixin raises it instead of running the
-    statement a third time. Placed after (``class DB(PooledDatabase,
-    ReconnectMixin, PostgresqlDatabase)``), ReconnectMixin runs inside the
-    pool's watch: a statement it retried has a new connection, which the
-    pool leaves alone.
-    """
-
-    if TYPE_CHECKING:
-        _state: Any
-
-        def _discard_checked_out(self, conn: Any) -> None: ...
-        def _count_recovered(self) -> None: ...
-
-    # Where a ReconnectMixin comes before this class in the MRO, after it.
-    _reconnect_outside = _reconnect_inside = False
+    def connect(self, reuse_if_open: bool = False) -> bool: ...
+    def _checkin(self, conn: Any, reusable: bool) -> None: ...
+    def _count_recovered(self) -> None: ...
 
     def _never_ran(self, conn: Any, error: BaseException,
-                   sql: Optional[str]) -> bool:
-        """Backend hook: True only if ``error``, the driver's exception from
-        a checkout's first statement on ``conn``, proves that the statement
-        had no effect on the server (``sql`` is None for peewee's BEGIN).
-        When in doubt, False: the error is raised as it is."""
-        return False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        mro = cls.__mro__
-        if ReconnectMixin in mro:
-            outside = (mro.index(ReconnectMixin)
-                       < mro.index(FirstStatementRecovery))
-            cls._reconnect_outside = outside
-            cls._reconnect_inside = not outside
-
-    # The hot path, for every statement: two reads of peewee's per-thread
-    # state (each costs more than a dict lookup) and an identity test. The
-    # healthy first statement of a checkout adds a read and a write. No
-    # getattr() default, no helper call, no *args forwarding when there is
-    # nothing to forward: each costs more than the test itself.
-
-    def execute_sql(self, sql: Any, params: Any = None, *args: Any,
-                    **kwargs: Any) -> Any:
-        state = self._state
-        conn = state.conn
-        try:
-            first = conn is not state.pool_proven
-        except AttributeError:          # this thread has not checked out yet
-            first = True
-        if first:
-            if (conn is None or state.transactions
-                    or self._reconnect_outside):
-                return _first_statement(self, super().execute_sql, sql,
-                                        (sql, params) + args, kwargs)
-            state.pool_proven = conn
-            try:
-                result = super().execute_sql(sql, params, *args, **kwargs)
-            except Exception as exc:
-                return _after_failure(self, conn, exc, super().execute_sql,
-                                      sql, (sql, params) + args, kwargs)
-            if self._reconnect_inside:
-                _proven_now(state, conn)
-            return result
-        if args or kwargs:
-            return super().execute_sql(sql, params, *args, **kwargs)
-        return super().execute_sql(sql, params)
-
-    def begin(self, *args: Any, **kwargs: Any) -> Any:
-        # peewee sends BEGIN on a cursor of its own, not through execute_sql.
-        state = self._state
-        try:
-            first = state.conn is not state.pool_proven
-        except AttributeError:
-            first = True
-        if first:
-            return _first_statement(self, super().begin, None, args, kwargs)
-        return super().begin(*args, **kwargs)
-
-    def connection(self) -> Any:
-        """The driver's connection. Whatever runs on it is out of the pool's
-        sight, so the checkout's later statements are not watched."""
-        conn = super().connection()
-        self._state.pool_proven = conn
-        return conn
-
-    def in_transaction(self) -> bool:
-        if self._reconnect_outside:
-            state = self._state
-            retried = getattr(state, 'pool_retried', None)
-            if retried is not None:
-                state.pool_retried = None
-                if sys.exc_info()[1] is retried:
-                    # ReconnectMixin, about to retry what the pool already
-                    # ran again: its rule for transactions makes it raise.
-                    return True
-        return super().in_transaction()
+                   sql: Optional[str]) -> bool: ...
 
 
-def _first_statement(db: Any, run: Callable[..., Any], sql: Optional[str],
+def first_statement(db: Watched, run: Callable[..., Any], sql: Optional[str],
                      args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """Run a checkout's first statement; again, once, on another connection
     if it failed on a connection that was dead before it reached the
@@ -239,13 +140,13 @@ def _first_statement(db: Any, run: Callable[..., Any], sql: Optional[str],
     try:
         result = run(*args, **kwargs)
     except Exception as exc:
-        return _after_failure(db, conn, exc, run, sql, args, kwargs)
+        return after_failure(db, conn, exc, run, sql, args, kwargs)
     if db._reconnect_inside:
-        _proven_now(state, conn)
+        proven_now(state, conn)
     return result
 
 
-def _after_failure(db: Any, conn: Any, exc: Exception,
+def after_failure(db: Watched, conn: Any, exc: Exception,
                    run: Callable[..., Any], sql: Optional[str],
                    args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """The first statement on ``conn`` raised ``exc``: raise it, or, if it
@@ -265,21 +166,21 @@ def _after_failure(db: Any, conn: Any, exc: Exception,
         raise
 
 
-def _proven_now(state: Any, conn: Any) -> None:
+def proven_now(state: Any, conn: Any) -> None:
     # A ReconnectMixin below the pool may have moved the statement to a new
     # connection: that one has proven itself.
     if state.conn is not conn and state.conn is not None:
         state.pool_proven = state.conn
 
 
-def _replace(db: Any, conn: Any, exc: BaseException) -> None:
+def _replace(db: Watched, conn: Any, exc: BaseException) -> None:
     """Retire this thread's dead connection and check out another in its
     place; peewee's open blocks (``with db:``) go on on the new one. The
     checkout's error, if none can be had, is raised (chained to ``exc``)."""
     state = db._state
     blocks = state.ctx
     state.reset()
-    db._discard_checked_out(conn)
+    db._checkin(conn, False)
     state.ctx = blocks
     db.connect()
     state.pool_proven = state.conn

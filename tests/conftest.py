@@ -48,9 +48,14 @@ def settled(db: Any) -> None:
     wait_until(lambda: db._reserved == 0, what='the pool workers to finish')
 
 
+def housekeep(db: Any) -> None:
+    """One round of the pool's housekeeper, now, on this thread."""
+    db._lender.housekeeping.run_round(time.monotonic())
+
+
 def idle_records(db: Any) -> List[Any]:
     """The pool's records of its idle connections (oldest first)."""
-    return [entry[2] for entry in sorted(db._ledger.idle)]
+    return sorted(db._ledger.idle, key=lambda record: record.opened)
 
 
 def age(record: Any, seconds: float) -> None:

@@ -6,7 +6,7 @@ import threading
 import time
 
 import playhouse_pool as pp
-from conftest import run_threads, wait_until
+from conftest import housekeep, run_threads, wait_until
 from test_pool import count_items, make_model
 
 
@@ -36,7 +36,7 @@ def test_idle_eviction_keeps_min_connections(backend):
     wait_until(lambda: db.pool_stats()['closed'] == 2, what='idle eviction')
     # Several more rounds of the housekeeper leave the minimum alone.
     for _ in range(3):
-        db._housekeep()
+        housekeep(db)
     assert db.pool_stats()['open'] == 2
 
 
@@ -44,8 +44,9 @@ def test_checked_out_connections_are_not_evicted_as_idle(backend):
     db = backend.make_db(idle_timeout=0.05)
     db.connect()
     conn = db.connection()
-    assert db._ledger.evict_idle(time.monotonic() + 3600, 0.05) == []
-    assert db.pool_stats()['in_use'] == 1
+    db._lender.housekeeping.evict_idle(time.monotonic() + 3600, 0.05)
+    stats = db.pool_stats()
+    assert (stats['in_use'], stats['closed']) == (1, 0)
     assert not db._is_closed(conn)
     db.close()
 
@@ -59,7 +60,7 @@ def test_leak_warning_names_the_checkout_stack(backend, caplog):
 
     checkout_here_and_forget()
     [key] = db._ledger.in_use
-    mine = 'Connection %x ' % key      # not another test's pool's warning
+    mine = 'Connection %s ' % key      # not another test's pool's warning
 
     def leaks():
         return [r.getMessage() for r in caplog.records
@@ -69,7 +70,7 @@ def test_leak_warning_names_the_checkout_stack(backend, caplog):
     assert len(leaks()) == 1
     assert 'checkout_here_and_forget' in leaks()[0]
     # Reported once per checkout:
-    assert db._ledger.leaked(time.monotonic(), 0.0) == []
+    assert db._lender.housekeeping.leaked(time.monotonic(), 0.0) == []
     assert len(leaks()) == 1
     db.close()
 
@@ -141,17 +142,17 @@ def test_shared_state_connection_handed_to_a_waiter_is_not_reclaimed(
     db = backend.make_db(thread_safe=False, max_connections=1, timeout=30)
     db.connect()
     handed = []
-    waiter = threading.Thread(target=lambda: handed.append(db._checkout()))
+    waiter = threading.Thread(
+        target=lambda: handed.append(db._lender.checkout(None).conn))
     waiter.start()
     wait_until(lambda: db.pool_stats()['waiting'] == 1, what='the waiter')
     db.close()                   # straight to the waiting thread
     waiter.join(10)
     assert not waiter.is_alive() and len(handed) == 1
-    with db._pool_lock:
-        assert db._ledger.reclaim() == ([], [])
+    db._sweeps.reclaim()             # the scan for dead owners
     stats = db.pool_stats()
     assert (stats['in_use'], stats['reclaimed']) == (1, 0)
-    db._release(handed[0], True)
+    db._checkin(handed[0], True)
 
 
 def test_a_thread_failed_by_close_all_is_still_reclaimed_when_it_ends(
@@ -229,7 +230,7 @@ def test_a_guard_the_collector_frees_mid_operation_leaves_it_alone(backend):
 
     def forget(_):
         db.connect()
-        return db._guards.guard
+        return db._guards._local.guard
 
     [guard] = run_threads(1, forget)
     with db._pool_lock:              # as inside a pool operation

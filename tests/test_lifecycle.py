@@ -9,7 +9,8 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import (Psycopg2Backend, age, idle_records, run_threads,
+from conftest import (Psycopg2Backend, age, housekeep, idle_records,
+                      run_threads,
                       settled, wait_until)
 from test_housekeeping import open_idle
 
@@ -32,11 +33,12 @@ def record_calls(db, name):
 
 def test_workers_start_at_the_first_checkout_not_before(backend):
     db = backend.make_db(min_connections=2)
-    assert db._workers is None and db._housekeeper is None
+    assert db._lender.workers is None and db._lender.housekeeper is None
     assert db.pool_stats()['open'] == 0
     with db.connection_context():
         pass
-    assert db._housekeeper is not None and db._housekeeper.is_alive()
+    housekeeper = db._lender.housekeeper
+    assert housekeeper is not None and housekeeper.is_alive()
     wait_until(lambda: db.pool_stats()['open'] == 2, what='the minimum')
 
 
@@ -161,7 +163,7 @@ def test_idle_connections_past_their_age_are_replaced_by_the_housekeeper(
     old = [record.conn for record in idle_records(db)]
     for record in idle_records(db):
         age(record, 7200)
-    db._housekeep()
+    housekeep(db)
     wait_until(lambda: db.pool_stats()['created'] == 4, what='replacements')
     settled(db)
     assert all(db._is_closed(conn) for conn in old)
@@ -199,8 +201,8 @@ def test_keepalive_pings_idle_connections_never_checked_out_ones(backend):
     held = db.connection()
     wait_until(lambda: any(c is not held for c, _ in pinged),
                what='a keepalive ping of the idle connection')
-    db._housekeep()
-    db._housekeep()
+    housekeep(db)
+    housekeep(db)
     assert held not in [c for c, _ in pinged]
     assert threading.current_thread() not in [t for _, t in pinged]
     db.close()
@@ -374,7 +376,7 @@ def test_an_outage_raises_about_at_the_timeout_chaining_the_driver_error(
 def test_close_all_stops_the_workers_and_the_next_checkout_restarts(backend):
     db = backend.make_db(max_connections=4, min_connections=1)
     open_idle(db, 3)
-    workers, housekeeper = db._workers, db._housekeeper
+    workers, housekeeper = db._lender.workers, db._lender.housekeeper
     assert workers.threads > 0 and housekeeper.is_alive()
     db.close_all()
     wait_until(lambda: workers.threads == 0 and not housekeeper.is_alive(),
@@ -383,4 +385,5 @@ def test_close_all_stops_the_workers_and_the_next_checkout_restarts(backend):
     assert db.pool_stats()['open'] == 0       # the minimum is not refilled
     with db.connection_context():
         assert db.execute_sql('SELECT 1').fetchone()[0] == 1
-    assert db._housekeeper is not None and db._housekeeper.is_alive()
+    housekeeper = db._lender.housekeeper
+    assert housekeeper is not None and housekeeper.is_alive()

@@ -130,9 +130,9 @@ def test_close_all_in_a_handler_at_any_line_of_a_request_never_deadlocks(
             assert db.execute_sql('SELECT 1').fetchone()[0] == 1, where
         db.close_all()
     # The rounds reached the places that deadlocked once: the workers'
-    # lock held in submit(), the start lock held in _start().
-    assert {name for name, _ in places} >= {'pool.py', 'ledger.py',
-                                            'workers.py', 'records.py'}
+    # lock held in submit(), the start lock held in start().
+    assert {name for name, _ in places} >= {
+        'pool.py', 'lending.py', 'ledger.py', 'waiting.py', 'workers.py'}
 
 
 def closing_after() -> None:

@@ -150,14 +150,14 @@ def test_a_waiter_interrupted_by_an_exception_leaves_nothing_behind(backend):
         except KeyboardInterrupt:
             interrupted.append(True)
 
-    original = pp.records.Waiter.wait
+    original = pp.waiting.ThreadWaiter.sleep
 
     def wait_then_interrupt(self, timeout):
         original(self, timeout)            # served (or timed out) ...
         raise KeyboardInterrupt            # ... and interrupted right after
 
     db.connect()
-    pp.records.Waiter.wait = wait_then_interrupt
+    pp.waiting.ThreadWaiter.sleep = wait_then_interrupt
     try:
         t = threading.Thread(target=waiter_interrupted, args=(0,))
         t.start()
@@ -165,7 +165,7 @@ def test_a_waiter_interrupted_by_an_exception_leaves_nothing_behind(backend):
         db.close()                          # handed to the waiter
         t.join(10)
     finally:
-        pp.records.Waiter.wait = original
+        pp.waiting.ThreadWaiter.sleep = original
     assert interrupted == [True]
     stats = db.pool_stats()
     assert (stats['in_use'], stats['idle'], stats['waiting']) == (0, 1, 0)

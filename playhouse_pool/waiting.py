@@ -1,0 +1,144 @@
+"""Checkouts that wait for a connection, and the queue they wait in.
+
+A :class:`Waiter` is settled exactly once: handed a connection, failed
+with an error, or abandoned by its own side (its deadline passed, its task
+was cancelled, an exception interrupted its wait). The ledger hands and
+fails waiters under its lock, and the waiting side abandons through the
+ledger (``Ledger.give_up``), under the same lock; so the three never
+interleave, and each says whether it was the one that settled the waiter.
+A ``hand()`` that is refused (the waiter was abandoned, or its future was
+cancelled on the event loop) leaves the connection with the ledger, which
+offers it to the next waiter.
+
+How a waiter sleeps is its face's business: :class:`ThreadWaiter` for
+threads (a lock released to wake it); the asyncio face's waiter is a
+future. The bookkeeping sees only this interface.
+"""
+import threading
+from collections import deque
+from typing import Any, Deque, Iterator, List, Optional
+
+from .records import Owner, PoolConnection
+
+WAITING, HANDED, FAILED, ABANDONED = 'waiting', 'handed', 'failed', \
+    'abandoned'
+
+
+class Waiter:
+    """One checkout waiting for a connection (see the module docstring)."""
+    __slots__ = ('owner', 'since', 'deadline', 'counted', 'state', 'record',
+                 'error')
+
+    def __init__(self, owner: Optional[Owner], since: float,
+                 deadline: Optional[float], counted: bool = False) -> None:
+        self.owner = owner        # who holds what it is handed (None: shared)
+        self.since = since        # the checkout's start
+        self.deadline = deadline  # None: until handed or failed
+        self.counted = counted    # in pool_stats()['checkouts'] already
+        self.state = WAITING
+        self.record: Optional[PoolConnection] = None
+        self.error: Optional[BaseException] = None
+
+    def hand(self, record: PoolConnection) -> bool:
+        """Give it ``record``; False if it was settled already (or can no
+        longer be woken): the caller keeps the connection."""
+        if self.state is not WAITING:
+            return False
+        self.record, self.state = record, HANDED
+        if self._wake():
+            return True
+        self.record, self.state = None, ABANDONED
+        return False
+
+    def fail(self, error: BaseException) -> bool:
+        """Settle it with ``error``; False if it was settled already."""
+        if self.state is not WAITING:
+            return False
+        self.error, self.state = error, FAILED
+        if self._wake():
+            return True
+        self.error, self.state = None, ABANDONED
+        return False
+
+    def abandon(self) -> bool:
+        """Its own side gives up; False if it was handed or failed first
+        (then ``record`` or ``error`` says with what)."""
+        if self.state is not WAITING:
+            return False
+        self.state = ABANDONED
+        return True
+
+    def _wake(self) -> bool:
+        """Wake the waiting side; False if it is gone (a cancelled
+        future)."""
+        raise NotImplementedError
+
+
+class ThreadWaiter(Waiter):
+    """A thread's waiter: it sleeps on a lock that settling releases."""
+    __slots__ = ('_signal',)
+
+    def __init__(self, owner: Optional[Owner], since: float,
+                 deadline: Optional[float], counted: bool = False) -> None:
+        super().__init__(owner, since, deadline, counted)
+        self._signal = threading.Lock()
+        self._signal.acquire()
+
+    def _wake(self) -> bool:
+        self._signal.release()
+        return True
+
+    def sleep(self, timeout: float) -> bool:
+        """Until settled or ``timeout`` seconds (inf: no limit); True if
+        woken by settling."""
+        if timeout >= threading.TIMEOUT_MAX:      # inf, or beyond the OS
+            return self._signal.acquire()
+        return self._signal.acquire(timeout=max(timeout, 0.0))
+
+    def consume(self) -> None:
+        """Settled while its sleep was interrupted: take the wake-up."""
+        self._signal.acquire(False)
+
+
+class WaitQueue:
+    """The waiters, first come first served."""
+
+    def __init__(self) -> None:
+        self._waiters: Deque[Waiter] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    def __iter__(self) -> Iterator[Waiter]:
+        return iter(self._waiters)
+
+    def __contains__(self, waiter: Any) -> bool:
+        return waiter in self._waiters
+
+    def __getitem__(self, position: int) -> Waiter:
+        return self._waiters[position]
+
+    def append(self, waiter: Waiter) -> None:
+        self._waiters.append(waiter)
+
+    def pop_first(self) -> Waiter:
+        return self._waiters.popleft()
+
+    def remove(self, waiter: Waiter) -> bool:
+        """Out of the queue; False if it was not in it."""
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            return False
+        return True
+
+    def position(self, waiter: Waiter) -> int:
+        return self._waiters.index(waiter)
+
+    def take_all(self) -> List[Waiter]:
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        return waiters
