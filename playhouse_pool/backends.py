@@ -381,4 +381,4 @@ for _database, _hooks in (
         ('peewee.SqliteDatabase', _PooledSqlite3),
         ('playhouse.cysqlite_ext.CySqliteDatabase', _PooledCySqlite),
         ('playhouse.apsw_ext.APSWDatabase', _PooledSqlite)):
-    PooledDatabase._register_family(_database, _hooks)
+    PooledDatabase._families[_database] = _hooks

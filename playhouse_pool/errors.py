@@ -1,7 +1,11 @@
 """Exceptions the pool raises itself (driver errors pass through peewee's)."""
-from typing import NamedTuple, Optional, Sequence
+import heapq
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 from peewee import OperationalError
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 # How many of the longest holders a MaxConnectionsExceeded names.
 HOLDERS_SHOWN = 3
@@ -48,6 +52,20 @@ class DryPool(NamedTuple):
     waiting: int            # other threads still waiting
     holders: Sequence[Holder]   # the longest held, first (at most 3)
     sites_recorded: bool    # leak_timeout is set
+
+
+def dry_pool(ledger: 'Ledger', now: float) -> DryPool:
+    """The ledger's figures for a refused checkout's message, with the
+    longest holders (under the ledger's lock)."""
+    longest = heapq.nsmallest(HOLDERS_SHOWN, ledger.in_use.values(),
+                              key=lambda r: r.checked_out)
+    return DryPool(
+        ledger.options.max_connections,
+        len(ledger.idle) + len(ledger.in_use), len(ledger.in_use),
+        len(ledger.waiters),
+        [Holder(now - r.checked_out, r.holder, r.call_site)
+         for r in longest],
+        ledger.options.leak_timeout is not None)
 
 
 def pool_exhausted(why: str, waited: float,

@@ -14,8 +14,6 @@ Where a connection goes when it comes free (a check-in, a new connection, a
 ping that passed): ``_give_back``, the one place a connection is handed to
 a waiter, the first in line (rule 2).
 """
-import heapq
-import logging
 import math
 import threading
 import time
@@ -23,25 +21,25 @@ from typing import (Any, Callable, Dict, List, Optional, Tuple,
                     Type)
 
 from ._options import PoolOptions
-from .errors import (HOLDERS_SHOWN, DryPool, Holder, PoolClosedError,
-                     pool_exhausted)
+from .errors import DryPool, PoolClosedError, dry_pool, pool_exhausted
 from .events import PoolEvents
 from .idle import IdleHeap
 from .jobs import (CloseConnection, Job, Jobs, OpenConnection,
-                   PingConnection, ReplaceConnection, ResetConnection)
+                   PingConnection, ReplaceConnection)
 from .records import Owner, PoolConnection
 from .slots import Slots
 from .stats import Counters
 from .waiting import Waiter, WaitQueue
 
-logger = logging.getLogger('playhouse_pool')
-
 Dispatch = Callable[[Jobs], None]
 
 
 class Ledger:
-    """The bookkeeping of one pool. Public methods take ``lock``; those
-    named ``_...`` expect it held."""
+    """The bookkeeping of one pool. Each method that changes the books
+    takes ``lock``, but for the primitives sweeps.py and housekeeping.py
+    call with it held: untake, retire_taken, close_taken, send_out,
+    slot_freed, fill_up, last_usable, over_a_lowered_maximum and
+    tell_watchers."""
 
     def __init__(self, options: PoolOptions, events: PoolEvents,
                  dispatch: Dispatch) -> None:
@@ -81,13 +79,8 @@ class Ledger:
         """Connections that exist or are being opened (not being closed)."""
         return len(self.idle) + len(self.in_use) + self.slots.live
 
-    def _free_slots(self) -> float:
+    def free_slots(self) -> float:
         return self.slots.free(len(self.idle) + len(self.in_use))
-
-    def _coming(self) -> int:
-        """Connections on their way to the waiters: connects under way
-        (replacements included) and connections out for a ping or reset."""
-        return self.slots.coming
 
     # -- Checkout ------------------------------------------------------------
 
@@ -117,30 +110,17 @@ class Ledger:
         own if nothing on its way covers it. Raises MaxConnectionsExceeded
         if nothing can serve it in time, PoolClosedError while close_all()
         drains the pool."""
-        dead: List[PoolConnection] = []
-        jobs: Jobs = []
-        try:
-            with self.lock:
-                if self.draining:
-                    raise PoolClosedError('The pool is shutting down '
-                                          '(close_all is draining it).')
-                if self.idle:
-                    record = self.idle.pop_oldest()
-                    self._lend(record, waiter.owner, now, waiter.counted)
-                    waiter.hand(record)
-                    return
-                if not self.waiters and self._free_slots() <= 0:
-                    # Threads' guards reclaim at thread exit; this scan for
-                    # dead owners is the fallback, run by the first thread
-                    # about to wait with the pool full, not by each one
-                    # queueing behind it: it costs an is_alive() per
-                    # checked-out connection.
-                    dead = self.take_from_dead(None, now)
-                    jobs = [self.send_out(r, ResetConnection) for r in dead]
-                jobs += self._enqueue(waiter, now)
-        finally:
-            log_reclaimed(dead)
-            self.dispatch(jobs)
+        with self.lock:
+            if self.draining:
+                raise PoolClosedError('The pool is shutting down '
+                                      '(close_all is draining it).')
+            if self.idle:
+                record = self.idle.pop_oldest()
+                self._lend(record, waiter.owner, now, waiter.counted)
+                waiter.hand(record)
+                return
+            jobs = self._enqueue(waiter, now)
+        self.dispatch(jobs)
 
     def _enqueue(self, waiter: Waiter, now: float) -> Jobs:
         options = self.options
@@ -148,21 +128,21 @@ class Ledger:
         # What is already on its way covers the waiters in order; beyond
         # that, a connect of their own if a slot is free; else only a
         # check-in can serve this one.
-        if len(self.waiters) >= self._coming():
-            if self._free_slots() > 0 and not self.slots.shrinking:
+        if len(self.waiters) >= self.slots.coming:
+            if self.free_slots() > 0 and not self.slots.shrinking:
                 jobs.append(self._open(waiter.deadline, now))
             elif waiter.deadline is None:
                 self.counters.timed_out()
                 raise pool_exhausted(
                     'all in use, and timeout=None does not wait for one',
-                    now - waiter.since, self._dry(now))
+                    now - waiter.since, dry_pool(self, now))
             elif (options.max_waiting is not None
                   and len(self.waiters) >= options.max_waiting):
                 self.counters.timed_out()
                 raise pool_exhausted(
                     'max_waiting=%d threads are already waiting'
                     % options.max_waiting, now - waiter.since,
-                    self._dry(now))
+                    dry_pool(self, now))
         self.waiters.append(waiter)
         return jobs
 
@@ -185,7 +165,7 @@ class Ledger:
             if waiter.state != 'waiting':
                 return False, None, None
             if (timed_out and self.failing is None
-                    and self.waiters.position(waiter) < self._coming()):
+                    and self.waiters.position(waiter) < self.slots.coming):
                 return False, None, None
             waiter.abandon()
             self.waiters.remove(waiter)
@@ -193,19 +173,7 @@ class Ledger:
             if not timed_out:
                 return True, None, None
             self.counters.timed_out()
-            return True, self.failing, self._dry(now)
-
-    def _dry(self, now: float) -> DryPool:
-        """The figures a refused checkout's message gives, with the
-        longest holders."""
-        longest = heapq.nsmallest(HOLDERS_SHOWN, self.in_use.values(),
-                                  key=lambda r: r.checked_out)
-        return DryPool(
-            self.options.max_connections, len(self.idle) + len(self.in_use),
-            len(self.in_use), len(self.waiters),
-            [Holder(now - r.checked_out, r.holder, r.call_site)
-             for r in longest],
-            self.options.leak_timeout is not None)
+            return True, self.failing, dry_pool(self, now)
 
     def keep_expired(self, record: PoolConnection, now: float) -> bool:
         """At checkout: may this connection, past its own age limit, still
@@ -213,23 +181,16 @@ class Ledger:
         with self.lock:
             return self.last_usable(record, now, 1)
 
-    def retire(self, record: PoolConnection, now: float) -> None:
-        """A checked-out connection was found dead or past its age at
-        checkout: a worker replaces it. Nothing if the pool took it back
-        meanwhile (close_all, close_stale)."""
+    def retire(self, record: PoolConnection, ping: bool = False) -> None:
+        """A checked-out connection failed its checks at checkout: a worker
+        replaces it (or, ``ping``: its socket has something to say, pings
+        it and puts it back, or replaces it). Nothing if the pool took it
+        back meanwhile (close_all, close_stale)."""
         with self.lock:
             if self.untake(record.key) is None:
                 return
-            job = self.retire_taken(record)
-        self.dispatch([job])
-
-    def check_later(self, record: PoolConnection) -> None:
-        """A checked-out connection whose socket has something to say: a
-        worker pings it and puts it back, or replaces it."""
-        with self.lock:
-            if self.untake(record.key) is None:
-                return
-            job = self.send_out(record, PingConnection)
+            job = (self.send_out(record, PingConnection) if ping
+                   else self.retire_taken(record))
         self.dispatch([job])
 
     def untake(self, key: Any) -> Optional[PoolConnection]:
@@ -438,9 +399,9 @@ class Ledger:
 
     def _start_for_waiters(self, now: float) -> Jobs:
         jobs: Jobs = []
-        while (len(self.waiters) > self._coming()
-               and self._free_slots() > 0 and not self.slots.shrinking):
-            waiter = self.waiters[self._coming()]
+        while (len(self.waiters) > self.slots.coming
+               and self.free_slots() > 0 and not self.slots.shrinking):
+            waiter = self.waiters[self.slots.coming]
             jobs.append(self._open(waiter.deadline, now))
         return jobs
 
@@ -450,39 +411,13 @@ class Ledger:
         now = time.monotonic()
         while (self.started
                and self.open_count() < self.options.min_connections
-               and self._free_slots() > 0 and not self.slots.shrinking
+               and self.free_slots() > 0 and not self.slots.shrinking
                and not self.draining):
             jobs.append(self._open(math.inf, now))
         return jobs
-
-    def take_from_dead(self, ended: Optional[Owner],
-                       now: float) -> List[PoolConnection]:
-        """Out of in_use: the connections held by ``ended`` (a thread that
-        ended without close()) or, without it, by any owner no longer
-        alive; the caller sends each out for a reset (rule 5)."""
-        def gone(owner: Optional[Owner]) -> bool:
-            if ended is not None:
-                return owner is ended
-            return owner is not None and not owner.is_alive()
-
-        dead = [r for r in self.in_use.values() if gone(r.owner)]
-        for record in dead:
-            del self.in_use[record.key]
-            self.counters.reclaimed += 1
-            self.counters.checked_in(now - record.checked_out)
-        for key, holder in list(self.closed_keys.items()):
-            if gone(holder):
-                del self.closed_keys[key]
-        return dead
 
     def stats(self) -> Dict[str, Any]:
         with self.lock:
             return self.counters.snapshot(
                 self.options.max_connections, len(self.idle),
                 len(self.in_use), len(self.waiters))
-
-
-def log_reclaimed(records: List[PoolConnection]) -> None:
-    for record in records:
-        logger.warning('Reclaimed connection %s from thread %r, which ended '
-                       'without closing it.', record.key, record.holder)

@@ -21,6 +21,7 @@ from typing import Any, Callable, List, Optional, Protocol
 
 import peewee
 import playhouse
+from peewee import OperationalError
 
 from .errors import pool_exhausted
 from .events import PoolEvents
@@ -83,6 +84,7 @@ class Lender:
         over as it comes. A checkout counts once, however many connections
         it goes through."""
         self.start()
+        self.sweeps.reclaim_if_full()
         wait = self.ledger.options.wait_seconds
         deadline = None if wait is None else start + wait
         while True:
@@ -155,14 +157,14 @@ class Lender:
                 logger.info('Connection %s failed its ping, replacing it.',
                             record.key)
             elif record.probe is not None and record.probe.readable():
-                ledger.check_later(record)
+                ledger.retire(record, ping=True)
                 return False
             else:
                 return True
         except BaseException:              # interrupted: give it back
             ledger.checkin(record.key, False, time.monotonic())
             raise
-        ledger.retire(record, now)
+        ledger.retire(record)
         return False
 
     # -- Workers ------------------------------------------------------------
@@ -215,6 +217,22 @@ class Lender:
     def wake_housekeeper(self) -> None:
         if self.housekeeper is not None:
             self.housekeeper.wake()
+
+    def warm_up(self, timeout: Optional[float]) -> None:
+        """See PooledDatabase.warm_up."""
+        self.start()
+        if self.wait_until(self.sweeps.has_minimum,
+                           math.inf if timeout is None else timeout):
+            return
+        failing = self.ledger.failing
+        error = OperationalError(
+            'playhouse_pool opened %d of min_connections=%d to %s within '
+            '%ss%s' % (self.sweeps.opened_count(),
+                       self.ledger.options.min_connections,
+                       self.opener.name(), timeout,
+                       ': ' + self.opener.describe(failing) if failing
+                       else ''))
+        raise error from failing
 
     def wait_until(self, ready: Callable[[], bool], seconds: float) -> bool:
         """Block until ``ready()`` (evaluated under the ledger's lock) or

@@ -8,15 +8,12 @@ a checkout is watched here (its rules in recovery.py), and close_all(),
 dispose() and forks are in shutdown.py. docs/design.rst has the map.
 """
 import logging
-import math
-import sys
 import time
 from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Optional,
                     Tuple)
 
 import peewee
 from peewee import InterfaceError, OperationalError
-from playhouse.shortcuts import ReconnectMixin
 
 from . import recovery, shutdown
 from ._options import PoolOptions, pop_options, seconds
@@ -36,13 +33,7 @@ logger = logging.getLogger('playhouse_pool')
 # skips it unless a subclass (or the instance) gives it one.
 _NO_INITIALIZE = getattr(peewee.Database, '_initialize_connection', None)
 
-if TYPE_CHECKING:
-    _DatabaseBase = peewee.Database
-else:
-    _DatabaseBase = object
-
-
-class PooledDatabase(_DatabaseBase):
+class PooledDatabase(recovery.StatementWatch):
     """Mixin that gives a peewee ``Database`` class a connection pool.
 
     Combine it first: ``class MyDb(PooledDatabase, PostgresqlDatabase)``.
@@ -80,10 +71,6 @@ class PooledDatabase(_DatabaseBase):
     # 'module.QualName' of a peewee database class -> the hooks of its
     # family (backends.py registers them; see __init_subclass__).
     _families: ClassVar[Dict[str, type]] = {}
-    # Where a ReconnectMixin is in the class's MRO: before the pool, it
-    # retries outside the first-statement watch; after, inside it.
-    _reconnect_outside = _reconnect_inside = False
-
     def __init__(self, database: Any, **kwargs: Any) -> None:
         self._pool_options = PoolOptions().updated(pop_options(kwargs))
         self._events = PoolEvents()       # listeners: the metrics collectors
@@ -127,17 +114,6 @@ class PooledDatabase(_DatabaseBase):
                 cls.__bases__ = tuple(hooks if base is PooledDatabase
                                       else base for base in cls.__bases__)
         super().__init_subclass__(**kwargs)
-        mro = cls.__mro__
-        if ReconnectMixin in mro:
-            outside = mro.index(ReconnectMixin) < mro.index(PooledDatabase)
-            cls._reconnect_outside, cls._reconnect_inside = outside, \
-                not outside
-
-    @classmethod
-    def _register_family(cls, database_class: str, hooks: type) -> None:
-        """Hand-made compositions with ``database_class`` ('module.Name')
-        or a subclass of it get ``hooks`` (backends.py)."""
-        PooledDatabase._families[database_class] = hooks
 
     def _check_database(self, database: Any) -> None:
         """Backends refuse a database the pool cannot share (SQLite memory)."""
@@ -334,79 +310,9 @@ class PooledDatabase(_DatabaseBase):
         is False; the thread's own connection state is left as it was."""
         return ExecutionContext(self, with_transaction)
 
-    # -- The first statement of a checkout (recovery.py) ---------------------
-    # The hot path, for every statement: two reads of peewee's per-thread
-    # state (each costs more than a dict lookup) and an identity test. The
-    # healthy first statement of a checkout adds a read and a write. No
-    # getattr() default, no helper call, no *args forwarding when there is
-    # nothing to forward: each costs more than the test itself.
-
-    def execute_sql(self, sql: Any, params: Any = None, *args: Any,
-                    **kwargs: Any) -> Any:
-        state = self._state
-        conn = state.conn
-        try:
-            first = conn is not state.pool_proven
-        except AttributeError:          # this thread has not checked out yet
-            first = True
-        if first:
-            if (conn is None or state.transactions
-                    or self._reconnect_outside):
-                return recovery.first_statement(
-                    self, super().execute_sql, sql, (sql, params) + args,
-                    kwargs)
-            state.pool_proven = conn
-            try:
-                result = super().execute_sql(sql, params, *args, **kwargs)
-            except Exception as exc:
-                return recovery.after_failure(
-                    self, conn, exc, super().execute_sql, sql,
-                    (sql, params) + args, kwargs)
-            if self._reconnect_inside:
-                recovery.proven_now(state, conn)
-            return result
-        if args or kwargs:
-            return super().execute_sql(sql, params, *args, **kwargs)
-        return super().execute_sql(sql, params)
-
-    def begin(self, *args: Any, **kwargs: Any) -> Any:
-        # peewee sends BEGIN on a cursor of its own, not through execute_sql.
-        state = self._state
-        try:
-            first = state.conn is not state.pool_proven
-        except AttributeError:
-            first = True
-        if first:
-            return recovery.first_statement(self, super().begin, None, args,
-                                            kwargs)
-        return super().begin(*args, **kwargs)
-
-    def connection(self) -> Any:
-        """The driver's connection. Whatever runs on it is out of the pool's
-        sight, so the checkout's later statements are not watched."""
-        conn = super().connection()
-        self._state.pool_proven = conn
-        return conn
-
-    def in_transaction(self) -> bool:
-        if self._reconnect_outside:
-            state = self._state
-            retried = getattr(state, 'pool_retried', None)
-            if retried is not None:
-                state.pool_retried = None
-                if sys.exc_info()[1] is retried:
-                    # ReconnectMixin, about to retry what the pool already
-                    # ran again: its rule for transactions makes it raise.
-                    return True
-        return super().in_transaction()
-
-    def _never_ran(self, conn: Any, error: BaseException,
-                   sql: Optional[str]) -> bool:
-        """Backend hook: True only if ``error``, the driver's exception from
-        a checkout's first statement on ``conn``, proves that the statement
-        had no effect on the server (``sql`` is None for peewee's BEGIN).
-        When in doubt, False: the error is raised as it is."""
-        return False
+    # recovery.py: a checkout's first statement proved its connection dead.
+    def _retire_dead(self, conn: Any) -> None:
+        self._checkin(conn, False)
 
     def _count_recovered(self) -> None:
         with self._ledger.lock:
@@ -445,20 +351,7 @@ class PooledDatabase(_DatabaseBase):
         application start-up, say). Raises ``OperationalError`` if they are
         not open within ``timeout`` seconds (None: wait as long as it
         takes), chaining the last connect error if connects failed."""
-        wait = seconds('timeout', timeout)
-        self._lender.start()
-        if self._lender.wait_until(self._sweeps.has_minimum,
-                                   math.inf if wait is None else wait):
-            return
-        failing = self._ledger.failing
-        error = OperationalError(
-            'playhouse_pool opened %d of min_connections=%d to %s within '
-            '%ss%s' % (self._sweeps.opened_count(),
-                       self._pool_options.min_connections,
-                       self._opener.name(), timeout,
-                       ': ' + self._opener.describe(failing) if failing
-                       else ''))
-        raise error from failing
+        self._lender.warm_up(seconds('timeout', timeout))
 
     def close_all(self, timeout: Optional[float] = None) -> int:
         """Close every connection, idle and checked out, and stop the pool's

@@ -68,7 +68,10 @@ commit, is reported as the same FATAL. Pooled connections rarely listen.
 import logging
 import re
 import sys
-from typing import Any, Callable, Dict, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+import peewee
+from playhouse.shortcuts import ReconnectMixin
 
 from ._redact import redact
 
@@ -83,6 +86,11 @@ logger = logging.getLogger('playhouse_pool.recovery')
 # the pool, ``pool_retried`` holds the error of a statement the pool ran
 # again, until ReconnectMixin has seen it.
 UNPROVEN = object()
+
+if TYPE_CHECKING:
+    _DatabaseBase = peewee.Database
+else:
+    _DatabaseBase = object
 
 # Postgres statements whose effects all live in one transaction, by their
 # first keyword: a FATAL admin shutdown proves that they left nothing.
@@ -102,23 +110,123 @@ _MYSQL_SERVER_GONE = 2006        # pymysql: CR_SERVER_GONE_ERROR, send failed
 _MYSQL_LOCAL_FILES = 0x80        # CLIENT_LOCAL_FILES: LOAD DATA LOCAL
 
 
-class Watched(Protocol):
-    """The pooled database, as the first-statement watch sees it."""
-    _state: Any
-    autoconnect: bool
-    _reconnect_outside: bool
-    _reconnect_inside: bool
+class StatementWatch(_DatabaseBase):
+    """The first-statement watch, as peewee ``Database`` method overrides:
+    a base of ``PooledDatabase``, which tells it how to take a dead
+    connection out of service (``_retire_dead``) and to count a recovery
+    (``_count_recovered``).
 
-    def connect(self, reuse_if_open: bool = False) -> bool: ...
-    def _checkin(self, conn: Any, reusable: bool) -> None: ...
-    def _count_recovered(self) -> None: ...
+    With ``playhouse.shortcuts.ReconnectMixin`` placed before the pool class
+    (``class DB(ReconnectMixin, PooledPostgresqlDatabase)``, the order
+    peewee documents), ReconnectMixin retries from inside its ``except``
+    block, so a first statement run while an exception is being handled is
+    not run again by the pool; and when the pool has run a statement again
+    and that failed too, ReconnectMixin's check ``in_transaction()`` answers
+    True for that error, so ReconnectMixin raises it instead of running the
+    statement a third time. Placed after (``class DB(PooledDatabase,
+    ReconnectMixin, PostgresqlDatabase)``), ReconnectMixin runs inside the
+    pool's watch: a statement it retried has a new connection, which the
+    pool leaves alone.
+    """
+
+    if TYPE_CHECKING:
+        _state: Any       # peewee's per-thread state
+
+    # Where a ReconnectMixin comes before this class in the MRO, after it.
+    _reconnect_outside = _reconnect_inside = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if ReconnectMixin in mro:
+            outside = mro.index(ReconnectMixin) < mro.index(StatementWatch)
+            cls._reconnect_outside, cls._reconnect_inside = outside, \
+                not outside
+
+    def _retire_dead(self, conn: Any) -> None:
+        """Check ``conn``, this thread's connection, in as dead (it failed
+        the checkout's first statement before the server saw it), to be
+        replaced."""
+        raise NotImplementedError
+
+    def _count_recovered(self) -> None:
+        """A statement ran again on another connection."""
+        raise NotImplementedError
 
     def _never_ran(self, conn: Any, error: BaseException,
-                   sql: Optional[str]) -> bool: ...
+                   sql: Optional[str]) -> bool:
+        """Backend hook: True only if ``error``, the driver's exception from
+        a checkout's first statement on ``conn``, proves that the statement
+        had no effect on the server (``sql`` is None for peewee's BEGIN).
+        When in doubt, False: the error is raised as it is."""
+        return False
+
+    # The hot path, for every statement: two reads of peewee's per-thread
+    # state (each costs more than a dict lookup) and an identity test. The
+    # healthy first statement of a checkout adds a read and a write. No
+    # getattr() default, no helper call, no *args forwarding when there is
+    # nothing to forward: each costs more than the test itself.
+
+    def execute_sql(self, sql: Any, params: Any = None, *args: Any,
+                    **kwargs: Any) -> Any:
+        state = self._state
+        conn = state.conn
+        try:
+            first = conn is not state.pool_proven
+        except AttributeError:          # this thread has not checked out yet
+            first = True
+        if first:
+            if (conn is None or state.transactions
+                    or self._reconnect_outside):
+                return _first_statement(self, super().execute_sql, sql,
+                                       (sql, params) + args, kwargs)
+            state.pool_proven = conn
+            try:
+                result = super().execute_sql(sql, params, *args, **kwargs)
+            except Exception as exc:
+                return _after_failure(self, conn, exc, super().execute_sql,
+                                     sql, (sql, params) + args, kwargs)
+            if self._reconnect_inside:
+                _proven_now(state, conn)
+            return result
+        if args or kwargs:
+            return super().execute_sql(sql, params, *args, **kwargs)
+        return super().execute_sql(sql, params)
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        # peewee sends BEGIN on a cursor of its own, not through execute_sql.
+        state = self._state
+        try:
+            first = state.conn is not state.pool_proven
+        except AttributeError:
+            first = True
+        if first:
+            return _first_statement(self, super().begin, None, args, kwargs)
+        return super().begin(*args, **kwargs)
+
+    def connection(self) -> Any:
+        """The driver's connection. Whatever runs on it is out of the pool's
+        sight, so the checkout's later statements are not watched."""
+        conn = super().connection()
+        self._state.pool_proven = conn
+        return conn
+
+    def in_transaction(self) -> bool:
+        if self._reconnect_outside:
+            state = self._state
+            retried = getattr(state, 'pool_retried', None)
+            if retried is not None:
+                state.pool_retried = None
+                if sys.exc_info()[1] is retried:
+                    # ReconnectMixin, about to retry what the pool already
+                    # ran again: its rule for transactions makes it raise.
+                    return True
+        return super().in_transaction()
 
 
-def first_statement(db: Watched, run: Callable[..., Any], sql: Optional[str],
-                     args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+def _first_statement(db: StatementWatch, run: Callable[..., Any],
+                    sql: Optional[str], args: Tuple[Any, ...],
+                    kwargs: Dict[str, Any]) -> Any:
     """Run a checkout's first statement; again, once, on another connection
     if it failed on a connection that was dead before it reached the
     server. ``sql`` is None for peewee's BEGIN. (execute_sql() runs the
@@ -140,15 +248,15 @@ def first_statement(db: Watched, run: Callable[..., Any], sql: Optional[str],
     try:
         result = run(*args, **kwargs)
     except Exception as exc:
-        return after_failure(db, conn, exc, run, sql, args, kwargs)
+        return _after_failure(db, conn, exc, run, sql, args, kwargs)
     if db._reconnect_inside:
-        proven_now(state, conn)
+        _proven_now(state, conn)
     return result
 
 
-def after_failure(db: Watched, conn: Any, exc: Exception,
-                   run: Callable[..., Any], sql: Optional[str],
-                   args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+def _after_failure(db: StatementWatch, conn: Any, exc: Exception,
+                  run: Callable[..., Any], sql: Optional[str],
+                  args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """The first statement on ``conn`` raised ``exc``: raise it, or, if it
     proves the statement never ran, run it again on another connection."""
     state = db._state
@@ -166,21 +274,21 @@ def after_failure(db: Watched, conn: Any, exc: Exception,
         raise
 
 
-def proven_now(state: Any, conn: Any) -> None:
+def _proven_now(state: Any, conn: Any) -> None:
     # A ReconnectMixin below the pool may have moved the statement to a new
     # connection: that one has proven itself.
     if state.conn is not conn and state.conn is not None:
         state.pool_proven = state.conn
 
 
-def _replace(db: Watched, conn: Any, exc: BaseException) -> None:
+def _replace(db: StatementWatch, conn: Any, exc: BaseException) -> None:
     """Retire this thread's dead connection and check out another in its
     place; peewee's open blocks (``with db:``) go on on the new one. The
     checkout's error, if none can be had, is raised (chained to ``exc``)."""
     state = db._state
     blocks = state.ctx
     state.reset()
-    db._checkin(conn, False)
+    db._retire_dead(conn)
     state.ctx = blocks
     db.connect()
     state.pool_proven = state.conn

@@ -4,14 +4,17 @@ housekeeper take out of the pool, and how. Same lock, same rules as the
 ledger (no I/O; jobs dispatched once the lock is released), through its
 public parts and primitives.
 """
+import logging
 import time
 from typing import Any, List, Optional, Set, Tuple
 
 from ._options import PoolOptions
 from .errors import PoolClosedError
 from .jobs import Jobs, ResetConnection
-from .ledger import Ledger, log_reclaimed
+from .ledger import Ledger
 from .records import Owner, PoolConnection
+
+logger = logging.getLogger('playhouse_pool')
 
 
 class Sweeps:
@@ -128,10 +131,42 @@ class Sweeps:
         rolls each back, then returns it to the pool. Logs each one."""
         ledger = self.ledger
         with ledger.lock:
-            dead = ledger.take_from_dead(ended, time.monotonic())
+            dead = self._take_from_dead(ended, time.monotonic())
             jobs: Jobs = [ledger.send_out(r, ResetConnection) for r in dead]
-        log_reclaimed(dead)
+        _log_reclaimed(dead)
         ledger.dispatch(jobs)
+
+    def reclaim_if_full(self) -> None:
+        """The scan for dead owners, by the first thread about to wait
+        with the pool full (not by each one queueing behind it: it costs an
+        is_alive() per checked-out connection). Threads' guards reclaim at
+        thread exit; this is the fallback."""
+        ledger = self.ledger
+        with ledger.lock:
+            if ledger.waiters or ledger.free_slots() > 0:
+                return
+        self.reclaim()
+
+    def _take_from_dead(self, ended: Optional[Owner],
+                        now: float) -> List[PoolConnection]:
+        """Out of in_use: the connections held by ``ended`` (a thread that
+        ended without close()) or, without it, by any owner no longer
+        alive; the caller sends each out for a reset (rule 5)."""
+        def gone(owner: Optional[Owner]) -> bool:
+            if ended is not None:
+                return owner is ended
+            return owner is not None and not owner.is_alive()
+
+        ledger = self.ledger
+        dead = [r for r in ledger.in_use.values() if gone(r.owner)]
+        for record in dead:
+            del ledger.in_use[record.key]
+            ledger.counters.reclaimed += 1
+            ledger.counters.checked_in(now - record.checked_out)
+        for key, holder in list(ledger.closed_keys.items()):
+            if gone(holder):
+                del ledger.closed_keys[key]
+        return dead
 
     # -- close_all() ----------------------------------------------------------
 
@@ -242,3 +277,9 @@ class Sweeps:
         with ledger.lock:
             jobs = ledger.fill_up()
         ledger.dispatch(jobs)
+
+
+def _log_reclaimed(records: List[PoolConnection]) -> None:
+    for record in records:
+        logger.warning('Reclaimed connection %s from thread %r, which ended '
+                       'without closing it.', record.key, record.holder)
