@@ -1,11 +1,8 @@
 """Exceptions the pool raises itself (driver errors pass through peewee's)."""
 import heapq
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from peewee import OperationalError
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
 
 # How many of the longest holders a MaxConnectionsExceeded names.
 HOLDERS_SHOWN = 3
@@ -54,18 +51,17 @@ class DryPool(NamedTuple):
     sites_recorded: bool    # leak_timeout is set
 
 
-def dry_pool(ledger: 'Ledger', now: float) -> DryPool:
-    """The ledger's figures for a refused checkout's message, with the
-    longest holders (under the ledger's lock)."""
-    longest = heapq.nsmallest(HOLDERS_SHOWN, ledger.in_use.values(),
+def dry_pool(max_connections: Optional[int], idle: int, in_use: Iterable[Any],
+             waiting: int, sites_recorded: bool, now: float) -> DryPool:
+    """The figures for a refused checkout's message, with the longest of
+    the ``in_use`` holders (records.PoolConnection)."""
+    held = list(in_use)
+    longest = heapq.nsmallest(HOLDERS_SHOWN, held,
                               key=lambda r: r.checked_out)
     return DryPool(
-        ledger.options.max_connections,
-        len(ledger.idle) + len(ledger.in_use), len(ledger.in_use),
-        len(ledger.waiters),
+        max_connections, idle + len(held), len(held), waiting,
         [Holder(now - r.checked_out, r.holder, r.call_site)
-         for r in longest],
-        ledger.options.leak_timeout is not None)
+         for r in longest], sites_recorded)
 
 
 def pool_exhausted(why: str, waited: float,

@@ -16,12 +16,10 @@ coroutines, and reports the same way: the rules live in one place.
 """
 import logging
 import random
-from typing import TYPE_CHECKING, Any, List, Optional, Protocol
+from typing import Any, Callable, List, Optional, Protocol
 
+from ._options import PoolOptions
 from .records import PoolConnection
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -73,12 +71,34 @@ class ConnectionIO(Protocol):
         failed (``cause`` chained)."""
 
 
+class Books(Protocol):
+    """The ledger, as a job sees it: where it publishes what came of its
+    I/O (each method returns the follow-up jobs, or whether to retry)."""
+    epoch: int
+    options: PoolOptions
+
+    def opened(self, job: 'OpenConnection', record: PoolConnection,
+               now: float, took: float) -> 'Jobs': ...
+
+    def open_failed(self, job: 'OpenConnection', error: BaseException,
+                    retryable: bool, now: float, margin: float,
+                    could_not_connect: Callable[[BaseException],
+                                                BaseException]) -> bool: ...
+
+    def open_cancelled(self, job: 'OpenConnection', now: float
+                       ) -> 'Jobs': ...
+
+    def closed(self, job: 'CloseConnection', now: float) -> 'Jobs': ...
+
+    def checked(self, job: 'Job', usable: bool, now: float) -> 'Jobs': ...
+
+
 class Job:
     """One piece of background I/O; see the module docstring."""
     __slots__ = ('ledger', 'epoch', 'record', 'delay')
     kind = 'job'
 
-    def __init__(self, ledger: 'Ledger', record: Optional[PoolConnection]
+    def __init__(self, ledger: Books, record: Optional[PoolConnection]
                  = None) -> None:
         self.ledger = ledger
         # close_all() and fork move the ledger's epoch on: a job of an
@@ -118,7 +138,7 @@ class OpenConnection(Job):
     __slots__ = ('deadline', 'attempts', 'started')
     kind = 'open'
 
-    def __init__(self, ledger: 'Ledger', deadline: Optional[float],
+    def __init__(self, ledger: Books, deadline: Optional[float],
                  now: float) -> None:
         super().__init__(ledger)
         self.deadline = deadline

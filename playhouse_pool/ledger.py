@@ -135,14 +135,14 @@ class Ledger:
                 self.counters.timed_out()
                 raise pool_exhausted(
                     'all in use, and timeout=None does not wait for one',
-                    now - waiter.since, dry_pool(self, now))
+                    now - waiter.since, self._dry(now))
             elif (options.max_waiting is not None
                   and len(self.waiters) >= options.max_waiting):
                 self.counters.timed_out()
                 raise pool_exhausted(
                     'max_waiting=%d threads are already waiting'
                     % options.max_waiting, now - waiter.since,
-                    dry_pool(self, now))
+                    self._dry(now))
         self.waiters.append(waiter)
         return jobs
 
@@ -173,7 +173,12 @@ class Ledger:
             if not timed_out:
                 return True, None, None
             self.counters.timed_out()
-            return True, self.failing, dry_pool(self, now)
+            return True, self.failing, self._dry(now)
+
+    def _dry(self, now: float) -> DryPool:
+        return dry_pool(self.options.max_connections, len(self.idle),
+                        self.in_use.values(), len(self.waiters),
+                        self.options.leak_timeout is not None, now)
 
     def keep_expired(self, record: PoolConnection, now: float) -> bool:
         """At checkout: may this connection, past its own age limit, still

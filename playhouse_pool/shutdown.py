@@ -44,7 +44,7 @@ class Closable(Protocol):
     def _new_core(self) -> None: ...
 
 
-class LostTransactions(list):
+class LostTransactions(List[Any]):
     """A thread's transaction stack after close_all() closed the connection
     under it: its blocks still pop it as they unwind, but connect() will not
     go on inside them on a new connection."""
@@ -117,8 +117,8 @@ def inside_a_database_call(driver_package: Optional[str]) -> bool:
 def _in_this_package(frame: Any) -> bool:
     # This package's own modules, not its subpackages (the benchmark runs
     # the pool; it is not inside it).
-    return os.path.dirname(os.path.abspath(
-        frame.f_code.co_filename)) == _PACKAGE_DIR
+    folder: str = os.path.dirname(os.path.abspath(frame.f_code.co_filename))
+    return folder == _PACKAGE_DIR
 
 
 # -- Fork ---------------------------------------------------------------------
