@@ -1,4 +1,4 @@
-"""A connection's life off the request path (DESIGN.md rule 8): workers
+"""A connection's life off the request path (docs/design.rst, rule 8): workers
 open, replace, age and ping connections; the minimum is kept open; a
 waiter is served by whatever comes first."""
 import logging

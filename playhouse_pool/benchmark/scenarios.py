@@ -1,4 +1,4 @@
-"""The scenarios (DESIGN.md, "The benchmark"): how each one runs. What each
+"""The scenarios (docs/design.rst, "The benchmark"): how each one runs. What each
 reports and the targets set for our pool are in ``catalog.py``.
 
 Each ``run_*`` builds one pool from its ``PoolSpec`` with the scenario's
