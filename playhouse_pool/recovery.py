@@ -1,4 +1,5 @@
-"""A checkout's first statement is its liveness check (docs/design.rst, rule 3).
+"""A checkout's first statement is its liveness check (docs/design.rst,
+rule 3).
 
 The readability probe at checkout sees every death the server has already
 announced (a FATAL message, an EOF). No probe sees one the server has not

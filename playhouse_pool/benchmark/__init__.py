@@ -1,4 +1,5 @@
-"""The benchmark (docs/design.rst, "The benchmark"): ``python -m playhouse_pool``.
+"""The benchmark (docs/design.rst, "The benchmark"):
+``python -m playhouse_pool``.
 
 Runs the scenarios through this pool, a lean reference pool, peewee's own
 ``playhouse.pool`` and, for a Postgres URL with psycopg_pool installed,

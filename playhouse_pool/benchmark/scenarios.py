@@ -1,5 +1,5 @@
-"""The scenarios (docs/design.rst, "The benchmark"): how each one runs. What each
-reports and the targets set for our pool are in ``catalog.py``.
+"""The scenarios (docs/design.rst, "The benchmark"): how each one runs.
+What each reports and the targets set for our pool are in ``catalog.py``.
 
 Each ``run_*`` builds one pool from its ``PoolSpec`` with the scenario's
 ``Settings``, drives it through the pool-neutral ``Adapter`` and returns
