@@ -14,6 +14,7 @@ Where a connection goes when it comes free (a check-in, a new connection, a
 ping that passed): ``_give_back``, the one place a connection is handed to
 a waiter, the first in line (rule 2).
 """
+import heapq
 import math
 import threading
 import time
@@ -89,10 +90,16 @@ class Ledger:
         """The hot path: the oldest idle connection, now checked out by
         ``owner``; None if there is none (then ``queue`` a waiter)."""
         with self.lock:
-            if not self.idle or self.draining:
+            # The hot path: the heap's list itself, and _lend inlined.
+            entries = self.idle.entries
+            if not entries or self.draining:
                 return None
-            record = self.idle.pop_oldest()
-            self._lend(record, owner, now, False)
+            record = heapq.heappop(entries)[2]
+            record.checked_out = now
+            record.owner = owner
+            record.leak_reported = False
+            self.in_use[record.key] = record
+            self.counters.checkouts += 1
             return record
 
     def _lend(self, record: PoolConnection, owner: Optional[Owner],
@@ -114,8 +121,8 @@ class Ledger:
             if self.draining:
                 raise PoolClosedError('The pool is shutting down '
                                       '(close_all is draining it).')
-            if self.idle:
-                record = self.idle.pop_oldest()
+            if self.idle.entries:
+                record = heapq.heappop(self.idle.entries)[2]
                 self._lend(record, waiter.owner, now, waiter.counted)
                 waiter.hand(record)
                 return
@@ -211,11 +218,19 @@ class Ledger:
         idle heap; past its age, broken or over a lowered maximum, to a
         worker that closes it (and opens a replacement)."""
         with self.lock:
-            record = self.untake(key)
+            # The hot path: untake and the counting inlined.
+            record = self.in_use.pop(key, None)
             if record is None:       # closed by the pool while held
+                self.closed_keys.pop(key, None)
                 return
-            self.counters.checked_in(now - record.checked_out)
-            if reusable and not self.over_a_lowered_maximum(1) and (
+            counters = self.counters
+            use = now - record.checked_out
+            counters.use_seconds += use
+            if counters.events.listeners:
+                counters.events.checkin(use)
+            if reusable and not (
+                    self.slots.shrinking
+                    and self.over_a_lowered_maximum(1)) and (
                     now < record.expires
                     or self.last_usable(record, now, 0)):
                 record.returned = now
@@ -230,8 +245,9 @@ class Ledger:
         idle if nobody waits. The one place a connection is handed to a
         waiter."""
         record.stack = None
-        while self.waiters:
-            waiter = self.waiters.pop_first()
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
             self.counters.wait_seconds += now - waiter.since
             self._lend(record, waiter.owner, now, waiter.counted)
             if waiter.hand(record):
@@ -240,7 +256,8 @@ class Ledger:
         else:
             record.fresh = False
             self.idle.push(record)
-        self.tell_watchers()
+        if self.watchers:
+            self.tell_watchers()
 
     def tell_watchers(self) -> None:
         # Whenever a connection turns idle or the checked-out ones shrink.

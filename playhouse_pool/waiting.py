@@ -15,8 +15,7 @@ threads (a lock released to wake it); the asyncio face's waiter is a
 future. The bookkeeping sees only this interface.
 """
 import threading
-from collections import deque
-from typing import Any, Deque, Iterator, List, Optional
+from typing import Deque, List, Optional
 
 from .records import Owner, PoolConnection
 
@@ -84,6 +83,15 @@ class ThreadWaiter(Waiter):
         self._signal = threading.Lock()
         self._signal.acquire()
 
+    def hand(self, record: PoolConnection) -> bool:
+        # Waiter.hand without the _wake() call: a thread can always be
+        # woken, and this runs on every hand-off.
+        if self.state is not WAITING:
+            return False
+        self.record, self.state = record, HANDED
+        self._signal.release()
+        return True
+
     def _wake(self) -> bool:
         self._signal.release()
         return True
@@ -100,45 +108,14 @@ class ThreadWaiter(Waiter):
         self._signal.acquire(False)
 
 
-class WaitQueue:
-    """The waiters, first come first served."""
-
-    def __init__(self) -> None:
-        self._waiters: Deque[Waiter] = deque()
-
-    def __len__(self) -> int:
-        return len(self._waiters)
-
-    def __bool__(self) -> bool:
-        return bool(self._waiters)
-
-    def __iter__(self) -> Iterator[Waiter]:
-        return iter(self._waiters)
-
-    def __contains__(self, waiter: Any) -> bool:
-        return waiter in self._waiters
-
-    def __getitem__(self, position: int) -> Waiter:
-        return self._waiters[position]
-
-    def append(self, waiter: Waiter) -> None:
-        self._waiters.append(waiter)
-
-    def pop_first(self) -> Waiter:
-        return self._waiters.popleft()
-
-    def remove(self, waiter: Waiter) -> bool:
-        """Out of the queue; False if it was not in it."""
-        try:
-            self._waiters.remove(waiter)
-        except ValueError:
-            return False
-        return True
+class WaitQueue(Deque[Waiter]):
+    """The waiters, first come first served: a deque (its length, truth and
+    popleft at C speed on the hot path) with the queue's few words."""
 
     def position(self, waiter: Waiter) -> int:
-        return self._waiters.index(waiter)
+        return self.index(waiter)
 
     def take_all(self) -> List[Waiter]:
-        waiters = list(self._waiters)
-        self._waiters.clear()
+        waiters = list(self)
+        self.clear()
         return waiters
