@@ -137,10 +137,11 @@ SCENARIOS = (
                     'still have to race for it), so a few threads do most '
                     'of the work with no thread switch: hence its low p50 '
                     'and p99, while other threads wait for most of the run '
-                    '(wait max) and most/fewest runs far above 1. Ours '
-                    'hands each returned connection to the thread that '
-                    'waited longest: a thread switch per request, which '
-                    'SQLite\'s microsecond queries do not hide.'),
+                    '(wait max) and most/fewest runs far above 1. Ours, like '
+                    'the lean reference, hands each returned connection to '
+                    'the thread that waited longest: a thread switch per '
+                    'request, which SQLite\'s microsecond queries do not '
+                    'hide.'),
     Scenario(
         'S3', '16 threads each needing a new connection, +100 ms per connect',
         run_s3,
