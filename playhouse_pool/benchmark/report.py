@@ -1,6 +1,7 @@
 """What the benchmark prints: the progress line, the table, the JSON."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from .target import Target
 class Outcome:
     """One scenario's results: figures per pool (medians over repeats), or
     why it was skipped."""
-    scenario: Scenario
+    scenario: Scenario[Any]
     title: str
     skipped: Optional[str] = None
     results: Dict[str, Figures] = field(default_factory=dict)
@@ -36,6 +37,7 @@ class Run:
     repeat: int
     baseline: Optional[str] = None      # where the baseline copy came from
     collector: Optional[str] = None     # --collector's kind
+    asyncio: bool = False               # --asyncio: A1-A3
 
 
 class Progress:
@@ -69,6 +71,8 @@ def summary(scenario: Scenario, figures: Figures) -> str:
     """One pool's figures on one line (the progress display's)."""
     if 'error' in figures:
         return 'ERROR ' + figures['error']
+    if 'pending' in figures:
+        return 'n/a (%s)' % figures['pending']
     return ', '.join('%s %s' % (m.label, m.fmt % figures[m.key])
                      for m in scenario.metrics)
 
@@ -78,7 +82,7 @@ def summary(scenario: Scenario, figures: Figures) -> str:
 def render(run: Run, outcomes: List[Outcome]) -> str:
     lines = ['playhouse_pool %s benchmark: %s (%s)' % (
         __version__, redact(run.target.url), run.target.kind),
-        '%s; %s' % (_environment_line(), 'median of %d runs' % run.repeat
+        '%s; %s' % (_environment_line(run), 'median of %d runs' % run.repeat
                     if run.repeat > 1 else '1 run')]
     if run.baseline:
         lines.append('baseline: ' + run.baseline)
@@ -92,16 +96,27 @@ def render(run: Run, outcomes: List[Outcome]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _environment_line() -> str:
-    return ', '.join('%s %s' % (k, v) for k, v in _environment().items())
+def _environment_line(run: Run) -> str:
+    return ', '.join('%s %s' % (k, v) for k, v in _environment(run).items())
 
 
-def _environment() -> Dict[str, Any]:
+# The asyncio drivers whose versions a --asyncio run reports.
+_ASYNC_DRIVERS = ('asyncpg', 'aiomysql', 'aiosqlite', 'greenlet')
+
+
+def _environment(run: Run) -> Dict[str, Any]:
     env: Dict[str, Any] = {'python': platform.python_version(),
                            'peewee': peewee.__version__,  # type: ignore[attr-defined]
                            'cpus': os.cpu_count()}
     if psycopg_pool is not None:
         env['psycopg_pool'] = psycopg_pool.__version__
+    if run.asyncio:
+        for name in _ASYNC_DRIVERS:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            env[name] = getattr(module, '__version__', '?')
     return env
 
 
@@ -137,6 +152,8 @@ def _cells(metrics: Sequence[Metric], widths: List[int], figures: Figures,
            ratio: bool) -> str:
     if 'error' in figures:
         return '  ERROR ' + figures['error']
+    if 'pending' in figures:
+        return '  n/a (%s)' % figures['pending']
     cells = []
     for metric, width in zip(metrics, widths):
         value = figures.get(metric.key)
@@ -149,13 +166,14 @@ def _cells(metrics: Sequence[Metric], widths: List[int], figures: Figures,
 def ratios_of(outcome: Outcome) -> Dict[str, Figures]:
     """Ours / each other pool, per comparable metric."""
     ours = outcome.results.get(OURS, {})
-    if 'error' in ours:
+    if 'error' in ours or 'pending' in ours:
         return {}
     ratios: Dict[str, Figures] = {}
     for name, theirs in outcome.results.items():
         # The collected row is judged against ours paired, by its target:
         # its blocks are not the other rows' (collectors.py).
-        if name in (OURS, COLLECTED) or 'error' in theirs:
+        if name in (OURS, COLLECTED) or 'error' in theirs or (
+                'pending' in theirs):
             continue
         ratios[name] = {m.key: _ratio(ours[m.key], theirs[m.key])
                         for m in outcome.scenario.metrics if m.compare}
@@ -170,9 +188,10 @@ CheckRow = Tuple[Check, Optional[float], float, Optional[bool]]
 
 
 def check_rows(target: Target, outcome: Outcome) -> List[CheckRow]:
-    """(check, value, limit, passed); passed is None off Postgres or
-    without a value (an error). Checks against a pool that did not run
-    (psycopg_pool not installed) are left out."""
+    """(check, value, limit, passed); passed is None off Postgres (unless
+    the check is judged ``everywhere``) or without a value (an error, or
+    ours not built yet: ``pending_reason``). Checks against a pool that did
+    not run (psycopg_pool not installed) are left out."""
     rows: List[CheckRow] = []
     if outcome.skipped:
         return rows
@@ -181,10 +200,16 @@ def check_rows(target: Target, outcome: Outcome) -> List[CheckRow]:
         if evaluated is None:
             continue
         value, limit = evaluated
+        judged = target.kind == 'postgres' or check.everywhere
         verdict = (check.passed(value, limit) if value is not None
-                   and target.kind == 'postgres' else None)
+                   and judged else None)
         rows.append((check, value, limit, verdict))
     return rows
+
+
+def pending_reason(outcome: Outcome, check: Check) -> Optional[str]:
+    """Why ``check`` has no value: the row it judges cannot run yet."""
+    return outcome.results.get(check.subject, {}).get('pending')
 
 
 def _render_checks(target: Target, outcome: Outcome) -> List[str]:
@@ -192,6 +217,11 @@ def _render_checks(target: Target, outcome: Outcome) -> List[str]:
     width = max((len(check.text) for check, _, _, _ in rows), default=0)
     lines = []
     for check, value, limit, verdict in rows:
+        pending = pending_reason(outcome, check)
+        if pending is not None:
+            lines.append('    target: %-*s  n/a (%s)' % (width, check.text,
+                                                         pending))
+            continue
         shown = 'n/a' if value is None else _short(value)
         if check.floor is not None:
             shown += ' (limit %s)' % _short(limit)
@@ -221,15 +251,16 @@ def to_json(run: Run, outcomes: List[Outcome]) -> str:
             'ratios': {'%s/%s' % (OURS, name): ratios
                        for name, ratios in ratios_of(outcome).items()},
             'targets': [{'target': check.text, 'value': value,
-                         'limit': limit, 'pass': verdict}
+                         'limit': limit, 'pass': verdict,
+                         'pending': pending_reason(outcome, check)}
                         for check, value, limit, verdict
                         in check_rows(run.target, outcome)],
         })
     report = {'benchmark': 'playhouse_pool', 'version': __version__,
               'url': redact(run.target.url), 'backend': run.target.kind,
               'repeat': run.repeat, 'baseline': run.baseline,
-              'collector': run.collector,
-              'environment': _environment(), 'scenarios': scenarios}
+              'collector': run.collector, 'asyncio': run.asyncio,
+              'environment': _environment(run), 'scenarios': scenarios}
     return json.dumps(_finite(report), indent=2)
 
 
