@@ -11,8 +11,9 @@ passes the connection on; and a connection its driver reports closed (the
 wrapper's ``stale()``, one attribute read: aiomysql closes a connection
 whose query was cancelled) is not handed on at check-in: it is closed, and
 its slot goes to a new connection, opened by the task checking in, if a
-task waits (else that task would wait forever), or is freed. It is the floor the asyncio benchmark measures a pool's cost
-against (as ``lean.py`` is for threads), not a pool to use.
+task waits (else that task would wait forever), or is freed. It is the
+floor the asyncio benchmark measures a pool's cost against (as ``lean.py``
+is for threads), not a pool to use.
 
 Imports ``playhouse.pwasyncio``: peewee 4 and greenlet only (the benchmark
 checks before it imports this).
