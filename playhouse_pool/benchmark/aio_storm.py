@@ -89,9 +89,10 @@ class ServerView:
 
 
 def _sqlite_threads() -> int:
-    # aiosqlite runs each connection on a thread of its own, named for its
-    # function (Python 3.10+), until the connection is closed.
-    return sum('_connection_worker_thread' in thread.name
+    # aiosqlite runs each connection on a thread of its own until the
+    # connection is closed; Thread keeps its target while it runs.
+    return sum(getattr(getattr(thread, '_target', None), '__name__', '')
+               == '_connection_worker_thread'
                for thread in threading.enumerate())
 
 
