@@ -80,8 +80,9 @@ async def run_tasks(coros: Iterable[Coroutine[Any, Any, None]],
             if tick is not None:
                 tick(clock() - start)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
     finally:
         for task in pending:
             task.cancel()
