@@ -67,7 +67,7 @@ class Progress:
         self.stream.flush()
 
 
-def summary(scenario: Scenario, figures: Figures) -> str:
+def summary(scenario: Scenario[Any], figures: Figures) -> str:
     """One pool's figures on one line (the progress display's)."""
     if 'error' in figures:
         return 'ERROR ' + figures['error']
