@@ -15,6 +15,7 @@ from conftest import (MYSQL_URL, POSTGRES_URL, MySQLBackend, Psycopg2Backend,
                       _require)
 from playhouse_pool.benchmark import (aio_pools, aio_scenarios, cli,
                                       scenarios)
+from playhouse_pool.benchmark.target import Target
 from test_benchmark import by_id, run_json
 
 pwasyncio = pytest.importorskip('playhouse.pwasyncio',
@@ -159,6 +160,14 @@ def test_asyncio_without_its_driver_is_refused_naming_the_extra(
     error = capsys.readouterr().err
     assert '--asyncio on sqlite needs aiosqlite' in error
     assert "pip install 'playhouse-pool[asyncio-sqlite]'" in error
+
+
+def test_asyncio_on_postgres_without_psycopg_pool_is_refused_naming_it(
+        monkeypatch):
+    monkeypatch.setattr(aio_pools, 'psycopg_pool', None)
+    with pytest.raises(ImportError) as refused:
+        aio_pools.check_drivers(Target.from_url(POSTGRES_URL))
+    assert "pip install psycopg-pool 'psycopg[binary]'" in str(refused.value)
 
 
 @pytest.mark.parametrize('args', [['--scenario', 'S1,A1'],

@@ -12,8 +12,8 @@ the pool's own:
   driver's pool (asyncpg's ``Pool``, aiomysql's, its own fixed list for
   SQLite): ``pool_size``, ``pool_min_size``, ``acquire_timeout``; it has no
   maximum age;
-- ``psycopg_pool``: psycopg's ``AsyncConnectionPool`` (Postgres, when
-  installed): ``min_size``, ``max_size``, ``max_lifetime``;
+- ``psycopg_pool``: psycopg's ``AsyncConnectionPool`` (Postgres):
+  ``min_size``, ``max_size``, ``max_lifetime``;
 - ``asyncpg``: a bare ``asyncpg.Pool`` (Postgres): ``min_size``,
   ``max_size``; no maximum age either.
 
@@ -48,10 +48,16 @@ _DRIVERS = {'postgres': ('asyncpg', 'asyncio-postgres'),
             'sqlite': ('aiosqlite', 'asyncio-sqlite')}
 
 
+# A peer on Postgres, not a driver of ours: no extra installs it.
+_PSYCOPG_POOL_INSTALL = "pip install psycopg-pool 'psycopg[binary]'"
+
+
 def check_drivers(target: Target) -> None:
     """ImportError naming what to install if ``--asyncio`` cannot run on
     ``target`` here: peewee 4 (``playhouse.pwasyncio``), greenlet and the
-    backend's driver."""
+    backend's driver; on Postgres also psycopg_pool, whose
+    ``AsyncConnectionPool`` is one of the peers (the thread scenarios leave
+    its row out instead)."""
     driver, extra = _DRIVERS[target.kind]
     install = "pip install 'playhouse-pool[%s]'" % extra
     major = int(peewee.__version__.split('.')[0])  # type: ignore[attr-defined]
@@ -66,6 +72,10 @@ def check_drivers(target: Target) -> None:
         except ImportError as exc:
             raise ImportError('--asyncio on %s needs %s (%s): %s'
                               % (target.kind, module, exc, install)) from exc
+    if target.kind == 'postgres' and psycopg_pool is None:
+        raise ImportError('--asyncio on postgres runs psycopg_pool\'s '
+                          'AsyncConnectionPool beside the others: %s'
+                          % _PSYCOPG_POOL_INSTALL)
 
 
 @dataclass(frozen=True)
@@ -344,8 +354,7 @@ def aio_pool_specs(target: Target) -> List[AioPoolSpec]:
     specs = [_ours_spec(), AioPoolSpec(LEAN, _build_lean),
              AioPoolSpec(STOCK, _build_stock)]
     if target.kind == 'postgres':
-        if psycopg_pool is not None:
-            specs.append(AioPoolSpec(PSYCOPG, _build_psycopg))
-        specs.append(AioPoolSpec(ASYNCPG, _build_asyncpg))
+        specs += [AioPoolSpec(PSYCOPG, _build_psycopg),
+                  AioPoolSpec(ASYNCPG, _build_asyncpg)]
     return specs
 

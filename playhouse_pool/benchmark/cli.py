@@ -43,7 +43,7 @@ with a target for what it may cost.
 4's playhouse.pwasyncio as shipped, and for Postgres psycopg_pool's
 AsyncConnectionPool and a bare asyncpg.Pool. It needs peewee 4, greenlet
 and the backend's driver: pip install 'playhouse-pool[asyncio-postgres]'
-(or asyncio-mysql, asyncio-sqlite).
+(or asyncio-mysql, asyncio-sqlite); on Postgres also psycopg-pool.
 
 Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only,
 except for behaviours (A2, A3), judged everywhere. S3-S7 and A3 connect
