@@ -153,6 +153,15 @@ def test_the_row_of_ours_runs_once_its_module_exists(capsys, monkeypatch):
     assert all(isinstance(t['pass'], bool) for t in a2['targets'])
 
 
+def test_over_repeated_runs_the_storm_keeps_its_worst_counts():
+    from playhouse_pool.benchmark.aio_catalog import ASYNC_SCENARIOS
+    storm = {s.id: s for s in ASYNC_SCENARIOS}['A2']
+    runs = [{'cancelled': c, 'failed': f, 'lost': 0, 'next_ok': n}
+            for c, f, n in [(80, 0, 200), (90, 172, 200), (85, 0, 150)]]
+    assert cli._summarise(runs, storm) == {
+        'cancelled': 85, 'failed': 172, 'lost': 0, 'next_ok': 150}
+
+
 def test_asyncio_without_its_driver_is_refused_naming_the_extra(
         capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, 'aiosqlite', None)

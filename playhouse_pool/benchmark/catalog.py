@@ -6,7 +6,8 @@ runs is in ``scenarios.py``. The asyncio scenarios' table is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Generic, Optional, Protocol, Tuple, TypeVar
+from typing import (Callable, Dict, Generic, Iterable, Optional, Protocol,
+                    Tuple, TypeVar)
 
 from .pools import COLLECTED, LEAN, OURS, PEEWEE, PSYCOPG, PoolSpec
 from .scenarios import (Context, Figures, S1_BLOCK, S4_BUSY, S4_HOLD,
@@ -101,6 +102,9 @@ class Scenario(Generic[SpecT]):
     with_lean: bool = False     # the lean reference takes part
     note: str = ''
     psycopg_note: str = ''      # shown when psycopg_pool took part
+    # Over repeated runs, these figures keep their worst (max or min), not
+    # the median: a count of failures that happened once happened.
+    worst_of: Tuple[Tuple[str, Callable[[Iterable[float]], float]], ...] = ()
 
 
 SCENARIOS: Tuple[Scenario[PoolSpec], ...] = (

@@ -56,7 +56,8 @@ def run_scenario(ctx: Context, scenario: Scenario[SpecT],
                  specs: Sequence[SpecT], repeat: int,
                  progress: Progress) -> Outcome:
     """Run one scenario ``repeat`` times through each pool (the lean
-    reference only where the scenario has it); keep the medians. A pool
+    reference only where the scenario has it); keep the medians (or the
+    worst: ``Scenario.worst_of``). A pool
     that cannot run yet (``pending``) gets its reason instead."""
     outcome = Outcome(scenario, scenario.title.format(duration=ctx.duration))
     if scenario.networked and not ctx.target.networked:
@@ -78,7 +79,7 @@ def run_scenario(ctx: Context, scenario: Scenario[SpecT],
             figures = _attempt(scenario, live, spec)
             runs[spec.name].append(figures)
             progress.done(label + summary(scenario, figures))
-    outcome.results = {name: _median(figures)
+    outcome.results = {name: _summarise(figures, scenario)
                        for name, figures in runs.items()}
     return outcome
 
@@ -98,13 +99,16 @@ def _attempt(scenario: Scenario[SpecT], ctx: Context, spec: SpecT) -> Figures:
         return {'error': describe(exc)}
 
 
-def _median(runs: List[Figures]) -> Figures:
+def _summarise(runs: List[Figures], scenario: Scenario[Any]) -> Figures:
+    """The medians of the runs' figures (the worst, for the scenario's
+    ``worst_of``)."""
     errors = [run['error'] for run in runs if 'error' in run]
     if errors:
         return {'error': errors[0]}
     if 'pending' in runs[0]:
         return runs[0]
-    return {key: statistics.median(run[key] for run in runs)
+    worst = dict(scenario.worst_of)
+    return {key: worst.get(key, statistics.median)(run[key] for run in runs)
             for key in runs[0]}
 
 
