@@ -1,6 +1,6 @@
 """The experiments behind docs/asyncio-notes.rst, section 3 and 4: what
 each asyncio driver exposes cheaply about a connection's liveness, what
-state a cancelled query leaves it in, and three of pwasyncio's traps.
+state a cancelled query leaves it in, and pwasyncio's traps.
 
     python tests/scripts/asyncio_drivers.py [SECTION]
 
@@ -280,6 +280,45 @@ async def pwasyncio_double_release():
     await db.close_pool()
 
 
+async def pwasyncio_mysql_stall():
+    """A waiter behind a connection whose query is cancelled (aiomysql
+    closes it; its pool frees the slot and wakes nobody)."""
+    from playhouse import pwasyncio
+    my = _kwargs(MYSQL_URL)
+    my.pop('password')
+    db = pwasyncio.AsyncMySQLDatabase(my.pop('database'), pool_size=1,
+                                      pool_min_size=1, acquire_timeout=3,
+                                      **my)
+    holding = asyncio.Event()
+
+    async def holder():
+        async with db:
+            holding.set()
+            await db.aexecute_sql('SELECT SLEEP(1)')
+
+    async def waiter():
+        await holding.wait()
+        start = time.perf_counter()
+        try:
+            async with db:
+                await db.aexecute_sql('SELECT 1')
+            print('  the waiter was served after', ms(start))
+        except Exception as exc:
+            print('  the waiter failed after %s: %s' % (ms(start), exc))
+
+    print('pwasyncio on aiomysql, pool_size=1: the holder\'s query is '
+          'cancelled while another task waits')
+    hold, wait = asyncio.ensure_future(holder()), asyncio.ensure_future(
+        waiter())
+    await holding.wait()
+    await asyncio.sleep(0.1)
+    hold.cancel()
+    await asyncio.gather(hold, wait, return_exceptions=True)
+    print('  aiomysql pool meanwhile: size %d, free %d, used %d'
+          % (db._pool.size, db._pool.freesize, len(db._pool._used)))
+    await db.close_pool()
+
+
 async def waitfor():
     """asyncio.wait_for when the awaited completes in the same iteration
     as the cancel of the task awaiting it."""
@@ -315,6 +354,7 @@ def main(which):
     if which in ('all', 'pwasyncio'):
         pwasyncio_loops()
         asyncio.run(pwasyncio_double_release())
+        asyncio.run(pwasyncio_mysql_stall())
     if which in ('all', 'waitfor'):
         asyncio.run(waitfor())
 
