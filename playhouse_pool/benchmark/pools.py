@@ -160,6 +160,7 @@ Builder = Callable[[Target, Settings], Adapter]
 class PoolSpec:
     name: str
     build: Builder
+    pending: Optional[str] = None   # why it cannot run yet (see catalog)
 
 
 def _classes(module: Any) -> Dict[str, Any]:

@@ -1,6 +1,7 @@
 """What the benchmark prints: the progress line, the table, the JSON."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from .target import Target
 class Outcome:
     """One scenario's results: figures per pool (medians over repeats), or
     why it was skipped."""
-    scenario: Scenario
+    scenario: Scenario[Any]
     title: str
     skipped: Optional[str] = None
     results: Dict[str, Figures] = field(default_factory=dict)
@@ -38,6 +39,7 @@ class Run:
     collector: Optional[str] = None     # --collector's kind
     # Pools that would run on this target but could not, and why.
     left_out: Dict[str, str] = field(default_factory=dict)
+    asyncio: bool = False               # --asyncio: A1-A3
 
 
 class Progress:
@@ -67,10 +69,12 @@ class Progress:
         self.stream.flush()
 
 
-def summary(scenario: Scenario, figures: Figures) -> str:
+def summary(scenario: Scenario[Any], figures: Figures) -> str:
     """One pool's figures on one line (the progress display's)."""
     if 'error' in figures:
         return 'ERROR ' + figures['error']
+    if 'pending' in figures:
+        return 'n/a (%s)' % figures['pending']
     return ', '.join('%s %s' % (m.label, m.fmt % figures[m.key])
                      for m in scenario.metrics)
 
@@ -80,7 +84,7 @@ def summary(scenario: Scenario, figures: Figures) -> str:
 def render(run: Run, outcomes: List[Outcome]) -> str:
     lines = ['playhouse_pool %s benchmark: %s (%s)' % (
         __version__, redact(run.target.url), run.target.kind),
-        '%s; %s' % (_environment_line(), 'median of %d runs' % run.repeat
+        '%s; %s' % (_environment_line(run), 'median of %d runs' % run.repeat
                     if run.repeat > 1 else '1 run')]
     if run.baseline:
         lines.append('baseline: ' + run.baseline)
@@ -98,16 +102,27 @@ def render(run: Run, outcomes: List[Outcome]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _environment_line() -> str:
-    return ', '.join('%s %s' % (k, v) for k, v in _environment().items())
+def _environment_line(run: Run) -> str:
+    return ', '.join('%s %s' % (k, v) for k, v in _environment(run).items())
 
 
-def _environment() -> Dict[str, Any]:
+# The asyncio drivers whose versions a --asyncio run reports.
+_ASYNC_DRIVERS = ('asyncpg', 'aiomysql', 'aiosqlite', 'greenlet')
+
+
+def _environment(run: Run) -> Dict[str, Any]:
     env: Dict[str, Any] = {'python': platform.python_version(),
                            'peewee': peewee.__version__,  # type: ignore[attr-defined]
                            'cpus': os.cpu_count()}
     if psycopg_pool is not None:
         env['psycopg_pool'] = psycopg_pool.__version__
+    if run.asyncio:
+        for name in _ASYNC_DRIVERS:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            env[name] = getattr(module, '__version__', '?')
     return env
 
 
@@ -156,6 +171,8 @@ def _cells(metrics: Sequence[Metric], widths: List[int], figures: Figures,
            ratio: bool) -> str:
     if 'error' in figures:
         return '  ERROR ' + figures['error']
+    if 'pending' in figures:
+        return '  n/a (%s)' % figures['pending']
     cells = []
     for metric, width in zip(metrics, widths):
         value = figures.get(metric.key)
@@ -170,7 +187,7 @@ def _times(ratio: float) -> str:
     return ('%.2fx' if ratio == 0 or abs(ratio) >= 0.1 else '%.2gx') % ratio
 
 
-def better(scenario: Scenario) -> Dict[str, str]:
+def better(scenario: Scenario[Any]) -> Dict[str, str]:
     """Per compared metric, whether a higher or a lower figure is better
     (so ours / theirs above or below 1)."""
     return {m.key: 'higher' if m.higher_is_better else 'lower'
@@ -178,15 +195,18 @@ def better(scenario: Scenario) -> Dict[str, str]:
 
 
 def ratios_of(outcome: Outcome) -> Dict[str, Figures]:
-    """Ours / each other pool, per comparable metric."""
+    """Ours / each other pool, per comparable metric (none for a scenario
+    that compares none: A2's counts are judged by its targets alone)."""
     ours = outcome.results.get(OURS, {})
-    if 'error' in ours:
+    if ('error' in ours or 'pending' in ours
+            or not any(m.compare for m in outcome.scenario.metrics)):
         return {}
     ratios: Dict[str, Figures] = {}
     for name, theirs in outcome.results.items():
         # The collected row is judged against ours paired, by its target:
         # its blocks are not the other rows' (collectors.py).
-        if name in (OURS, COLLECTED) or 'error' in theirs:
+        if name in (OURS, COLLECTED) or 'error' in theirs or (
+                'pending' in theirs):
             continue
         ratios[name] = {m.key: _ratio(ours[m.key], theirs[m.key])
                         for m in outcome.scenario.metrics if m.compare}
@@ -198,16 +218,20 @@ def _ratio(ours: float, theirs: float) -> Optional[float]:
 
 
 # (check, value, limit, passed, why not judged). passed is None off
-# Postgres, without a value (an error) or when the pool it compares with
-# was left out (then "why not judged" names it).
+# Postgres (unless the check is judged everywhere), without a value (an
+# error; ours not built yet: then "why not judged" says so) or when the
+# pool it compares with was left out (then "why not judged" names it).
 CheckRow = Tuple[Check, Optional[float], float, Optional[bool], str]
 
 
 def check_rows(run: Run, outcome: Outcome) -> List[CheckRow]:
-    """The targets of ``outcome``'s scenario, judged. A figure is judged as
-    the table prints it (``_short``): 1.104 shows as 1.10, and passes
-    "<= 1.10". Checks of a row that did not run are left out, but for a
-    pool the run left out (``Run.left_out``), whose checks say so."""
+    """The targets of ``outcome``'s scenario, judged (off Postgres, only
+    those judged ``everywhere``). A figure is judged as the table prints it
+    (``_short``): 1.104 shows as 1.10, and passes "<= 1.10". Checks of a
+    row that did not run are left out, but for a pool the run left out
+    (``Run.left_out``), whose checks say so; a check of a row that cannot
+    run yet (ours not built: ``pending_reason``) has no value, and says
+    why."""
     rows: List[CheckRow] = []
     if outcome.skipped:
         return rows
@@ -220,11 +244,17 @@ def check_rows(run: Run, outcome: Outcome) -> List[CheckRow]:
         if evaluated is None:
             continue
         value, limit = evaluated
+        judged = run.target.kind == 'postgres' or check.everywhere
         verdict = (check.passed(_as_shown(value), _as_shown(limit))
-                   if value is not None and run.target.kind == 'postgres'
-                   else None)
-        rows.append((check, value, limit, verdict, ''))
+                   if value is not None and judged else None)
+        rows.append((check, value, limit, verdict,
+                     pending_reason(outcome, check) or ''))
     return rows
+
+
+def pending_reason(outcome: Outcome, check: Check) -> Optional[str]:
+    """Why ``check`` has no value: the row it judges cannot run yet."""
+    return outcome.results.get(check.subject, {}).get('pending')
 
 
 def _render_checks(run: Run, outcome: Outcome) -> List[str]:
@@ -232,6 +262,11 @@ def _render_checks(run: Run, outcome: Outcome) -> List[str]:
     width = max((len(row[0].text) for row in rows), default=0)
     lines = []
     for check, value, limit, verdict, why in rows:
+        pending = pending_reason(outcome, check)
+        if pending is not None:
+            lines.append('    target: %-*s  n/a (%s)' % (width, check.text,
+                                                         pending))
+            continue
         shown = 'n/a' if value is None else _short(value)
         if check.floor is not None and not why:
             shown += ' (limit %s)' % _short(limit)
@@ -273,7 +308,8 @@ def to_json(run: Run, outcomes: List[Outcome]) -> str:
             'better': better(outcome.scenario),
             'targets': [{'target': check.text, 'value': value,
                          'limit': limit, 'pass': verdict,
-                         'not_judged': why or None}
+                         'not_judged': why or None,
+                         'pending': pending_reason(outcome, check)}
                         for check, value, limit, verdict, why
                         in check_rows(run, outcome)],
         })
@@ -281,7 +317,8 @@ def to_json(run: Run, outcomes: List[Outcome]) -> str:
               'url': redact(run.target.url), 'backend': run.target.kind,
               'repeat': run.repeat, 'baseline': run.baseline,
               'collector': run.collector, 'left_out': run.left_out,
-              'environment': _environment(), 'scenarios': scenarios}
+              'asyncio': run.asyncio, 'environment': _environment(run),
+              'scenarios': scenarios}
     return json.dumps(_finite(report), indent=2)
 
 
