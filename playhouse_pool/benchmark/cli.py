@@ -1,6 +1,7 @@
 """The command line: ``python -m playhouse_pool`` (or ``python -m
 playhouse_pool.benchmark``) runs the chosen scenarios through every pool
-and prints the table, or JSON with ``--json``."""
+and prints the table, or JSON with ``--json``; ``--asyncio`` runs the
+asyncio scenarios (A1-A3) through the asyncio pools instead."""
 from __future__ import annotations
 
 import argparse
@@ -11,16 +12,18 @@ import sys
 import tempfile
 from dataclasses import replace
 from types import ModuleType
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .aio_catalog import ASYNC_SCENARIOS
+from .aio_pools import aio_pool_specs, check_drivers
 from .crew import describe
 from .collectors import (COLLECTORS, PAIRED_RUNS, check_available,
                          with_collector)
-from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, load_baseline,
-                    pool_specs)
+from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, left_out,
+                    load_baseline, pool_specs)
 from .report import Outcome, Progress, Run, render, summary, to_json
-from .catalog import SCENARIOS, Context, Figures, Scenario
-from .target import Target, check_reachable
+from .catalog import SCENARIOS, Context, Figures, Scenario, SpecT
+from .target import BENCH_INSTALL, Target, check_driver, check_reachable
 
 _EPILOG = '''\
 A/B: --baseline runs a second copy of playhouse_pool beside this one, as
@@ -35,16 +38,36 @@ needs no renaming. For an older commit:
 collector attached and collecting every 0.25 s (the row "ours+collector"),
 with a target for what it may cost.
 
-Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only.
-S3-S7 connect through a loopback proxy, so they need a networked database.
-Exit status: 0, or 1 if a scenario failed with an error, 2 for bad input.
-'''
+--asyncio runs A1-A3 instead of S1-S7, through the asyncio pools: ours
+(playhouse_pool.asyncio: "n/a" until it is built), a lean reference, peewee
+4's playhouse.pwasyncio as shipped, and for Postgres psycopg_pool's
+AsyncConnectionPool and a bare asyncpg.Pool. It needs peewee 4, greenlet
+and the backend's asyncio driver (asyncpg, aiomysql, aiosqlite); on Postgres
+also psycopg_pool. The bench extra installs all but peewee 4:
+%s.
+
+Ratios are ours / theirs: the row "ours better if" says, per column,
+whether below or above 1x is better for ours.
+
+Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only,
+except for behaviours (A2, A3), judged everywhere; a target judges the
+figures as printed (to the digits shown). S3-S7 and A3 connect through a
+loopback proxy, so they need a networked database.
+
+Exit status: 0 when every scenario ran, whatever its targets (a FAIL is a
+finding, not an error); 1 if a scenario failed with an error; 2 for bad
+input (a wrong URL, a missing driver or collector package, peewee 3 with
+--asyncio).
+''' % BENCH_INSTALL
 
 
-def run_scenario(ctx: Context, scenario: Scenario, specs: List[PoolSpec],
-                 repeat: int, progress: Progress) -> Outcome:
+def run_scenario(ctx: Context, scenario: Scenario[SpecT],
+                 specs: Sequence[SpecT], repeat: int,
+                 progress: Progress) -> Outcome:
     """Run one scenario ``repeat`` times through each pool (the lean
-    reference only where the scenario has it); keep the medians."""
+    reference only where the scenario has it); keep the medians (or the
+    worst: ``Scenario.worst_of``). A pool
+    that cannot run yet (``pending``) gets its reason instead."""
     outcome = Outcome(scenario, scenario.title.format(duration=ctx.duration))
     if scenario.networked and not ctx.target.networked:
         outcome.skipped = ('needs a networked database (it connects through '
@@ -65,7 +88,7 @@ def run_scenario(ctx: Context, scenario: Scenario, specs: List[PoolSpec],
             figures = _attempt(scenario, live, spec)
             runs[spec.name].append(figures)
             progress.done(label + summary(scenario, figures))
-    outcome.results = {name: _median(figures)
+    outcome.results = {name: _summarise(figures, scenario)
                        for name, figures in runs.items()}
     return outcome
 
@@ -74,42 +97,61 @@ def _prefixed(show: Callable[[str], None], label: str, text: str) -> None:
     show(label + text)
 
 
-def _attempt(scenario: Scenario, ctx: Context, spec: PoolSpec) -> Figures:
-    run = PAIRED_RUNS[scenario.id] if spec.name == COLLECTED else scenario.run
+def _attempt(scenario: Scenario[SpecT], ctx: Context, spec: SpecT) -> Figures:
+    if spec.pending is not None:
+        return {'pending': spec.pending}
     try:
-        return run(ctx, spec)
+        if isinstance(spec, PoolSpec) and spec.name == COLLECTED:
+            return PAIRED_RUNS[scenario.id](ctx, spec)
+        return scenario.run(ctx, spec)
     except Exception as exc:
         return {'error': describe(exc)}
 
 
-def _median(runs: List[Figures]) -> Figures:
+def _summarise(runs: List[Figures], scenario: Scenario[Any]) -> Figures:
+    """The medians of the runs' figures (the worst, for the scenario's
+    ``worst_of``)."""
     errors = [run['error'] for run in runs if 'error' in run]
     if errors:
         return {'error': errors[0]}
-    return {key: statistics.median(run[key] for run in runs)
+    if 'pending' in runs[0]:
+        return runs[0]
+    worst = dict(scenario.worst_of)
+    return {key: worst.get(key, statistics.median)(run[key] for run in runs)
             for key in runs[0]}
 
 
 # -- Arguments ----------------------------------------------------------------
 
-def _scenario_ids(values: List[str]) -> List[Scenario]:
+def _scenario_ids(values: List[str], asyncio: bool) -> List[str]:
+    """The ids asked for (none: every one), all of one kind: S1-S7, or
+    A1-A3 (``asyncio``, which naming one of them implies)."""
     wanted = {v.strip().upper() for value in values for v in value.split(',')
               if v.strip()}
-    known = {s.id for s in SCENARIOS}
-    unknown = wanted - known
+    threads = {s.id for s in SCENARIOS}
+    tasks = {s.id for s in ASYNC_SCENARIOS}
+    unknown = wanted - threads - tasks
     if unknown:
         raise argparse.ArgumentTypeError(
             'unknown scenario(s): %s (choose from %s)'
-            % (', '.join(sorted(unknown)), ', '.join(sorted(known))))
-    return [s for s in SCENARIOS if not wanted or s.id in wanted]
+            % (', '.join(sorted(unknown)),
+               ', '.join(sorted(threads) + sorted(tasks))))
+    if wanted & threads and (asyncio or wanted & tasks):
+        raise argparse.ArgumentTypeError(
+            'S1-S7 run on threads, A1-A3 (--asyncio) on an event loop: '
+            'choose one kind')
+    return sorted(wanted)
 
 
 def _description() -> str:
-    scenarios = '\n'.join('  %s  %s' % (s.id, s.title.format(duration=3))
-                          for s in SCENARIOS)
+    def listed(scenarios: Sequence[Scenario[Any]]) -> str:
+        return '\n'.join('  %s  %s' % (s.id, s.title.format(duration=3))
+                         for s in scenarios)
     return ('Benchmark playhouse_pool against a lean reference pool (the '
             'least a pool on\npeewee can cost), peewee\'s own pool and, for '
-            'Postgres URLs, psycopg_pool.\n\n' + scenarios)
+            'Postgres URLs, psycopg_pool.\n\n' + listed(SCENARIOS)
+            + '\n\nWith --asyncio, the asyncio pools (see below):\n\n'
+            + listed(ASYNC_SCENARIOS))
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -124,10 +166,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--json', action='store_true',
                         help='print only JSON on stdout')
     parser.add_argument('--scenario', action='append', default=[],
-                        metavar='S1..S7',
+                        metavar='S1..S7|A1..A3',
                         help='run only these (repeatable or comma-separated)')
+    parser.add_argument('--asyncio', action='store_true',
+                        help='run the asyncio scenarios A1-A3 through the '
+                             'asyncio pools (see below)')
     parser.add_argument('--duration', type=_positive, default=3.0,
-                        help='seconds S2 runs (default 3)')
+                        help='seconds S2 and A1 run (default 3)')
     parser.add_argument('--iterations', type=_positive_int, default=5000,
                         help='S1 operations per pool, at most (default 5000)')
     parser.add_argument('--repeat', type=_positive_int, default=1,
@@ -141,9 +186,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              'row "ours+collector" of S1 and S2')
     args = parser.parse_args(argv)
     try:
-        args.scenarios = _scenario_ids(args.scenario)
+        ids = _scenario_ids(args.scenario, args.asyncio)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    args.asyncio = args.asyncio or any(i.startswith('A') for i in ids)
+    if args.asyncio and (args.baseline or args.collector):
+        parser.error('--baseline and --collector are for S1-S7, not '
+                     '--asyncio')
+    args.scenarios = [s for s in (ASYNC_SCENARIOS if args.asyncio
+                                  else SCENARIOS) if not ids or s.id in ids]
     return args
 
 
@@ -178,6 +229,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline: Optional[ModuleType] = None
         try:
             target = Target.from_url(url)
+            check_driver(target)
+            if args.asyncio:        # before connecting, as check_driver
+                check_drivers(target)
             check_reachable(target)
             if args.baseline:
                 baseline = load_baseline(args.baseline)
@@ -187,18 +241,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print('error: %s' % describe(exc), file=sys.stderr)
             return 2
         run = Run(target, args.repeat, _describe_baseline(baseline),
-                  args.collector)
+                  args.collector,
+                  left_out={} if args.asyncio else left_out(target),
+                  asyncio=args.asyncio)
         progress = Progress(sys.stderr)
         ctx = Context(target, args.iterations, args.duration,
                       progress.update)
-        specs = pool_specs(target, baseline)
-        if args.collector:
-            specs.insert(1, PoolSpec(COLLECTED, with_collector(
-                specs[0].build, args.collector)))
         try:
-            outcomes = [run_scenario(ctx, scenario, specs, args.repeat,
-                                     progress)
-                        for scenario in args.scenarios]
+            if args.asyncio:
+                outcomes = _run_all(ctx, args, aio_pool_specs(target),
+                                    progress)
+            else:
+                outcomes = _run_all(ctx, args, _thread_specs(
+                    target, baseline, args.collector), progress)
         except KeyboardInterrupt:
             print('\ninterrupted', file=sys.stderr)
             return 130
@@ -209,3 +264,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = any('error' in figures for outcome in outcomes
                  for figures in outcome.results.values())
     return 1 if failed else 0
+
+
+def _thread_specs(target: Target, baseline: Optional[ModuleType],
+                  collector: Optional[str]) -> List[PoolSpec]:
+    specs = pool_specs(target, baseline)
+    if collector:
+        specs.insert(1, PoolSpec(COLLECTED, with_collector(specs[0].build,
+                                                           collector)))
+    return specs
+
+
+def _run_all(ctx: Context, args: argparse.Namespace,
+             specs: Sequence[SpecT], progress: Progress) -> List[Outcome]:
+    return [run_scenario(ctx, scenario, specs, args.repeat, progress)
+            for scenario in args.scenarios]
