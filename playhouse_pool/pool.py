@@ -6,8 +6,9 @@ The rooms behind it, each with one job:
   slots, waiters) under one lock, with no I/O; the one place a returned
   connection goes to a waiter.
 * ``workers.py``: who opens, closes, pings and resets connections (pool
-  workers, never the thread of a request), and the housekeeper that ages,
-  keeps alive, evicts and refills.
+  workers, never the thread of a request), the housekeeper that ages,
+  keeps alive, evicts and refills, and the watchdog that ends the pool's own
+  I/O at its deadline.
 * ``guards.py``: thread guards that reclaim a dead thread's connection, and
   the fork handler.
 * ``opening.py``: opening one connection, as a worker does (callable
@@ -30,7 +31,7 @@ import peewee
 from peewee import InterfaceError, OperationalError
 
 from . import guards
-from ._options import PoolOptions, pop_options, seconds
+from ._options import IO_GRACE, PoolOptions, pop_options, seconds
 from ._redact import redact
 from .context import ExecutionContext
 from .errors import MaxConnectionsExceeded
@@ -39,7 +40,8 @@ from .ledger import Ledger
 from .opening import ConnectionOpening, _driver_errors
 from .records import Jobs, PoolConnection, Waiter
 from .recovery import UNPROVEN, FirstStatementRecovery
-from .workers import Housekeeper, Workers, housekeep, log_reclaimed
+from .workers import (Housekeeper, Watch, Watchdog, Workers, housekeep,
+                      log_reclaimed, shut_down_socket)
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -86,6 +88,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._ledger = Ledger(self._pool_options, self._events)
         self._workers: Optional[Workers] = None
         self._housekeeper: Optional[Housekeeper] = None
+        self._watchdog = Watchdog()
         # Reentrant, as the ledger's lock: close_all() may run in a signal
         # handler that interrupted this thread while it held it.
         self._start_lock = threading.RLock()
@@ -308,7 +311,9 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 logger.debug('Connection %x is past its age, replacing it.',
                              record.key)
             elif self._pool_options.ping_after == 0:
-                if self._ping(conn):
+                with self._bounded(conn) as watch:
+                    alive = self._ping(conn)
+                if alive and not watch.cut:
                     return True
                 logger.info('Connection %x failed its ping, replacing it.',
                             record.key)
@@ -324,9 +329,15 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         return False
 
     def _wait(self, waiter: Waiter) -> Optional[PoolConnection]:
-        """Sleep until handed a connection or failed."""
+        """Sleep until handed a connection or failed, or until the deadline
+        (rule 9). Without a ``timeout`` the thread waits only when a connect
+        was started for it (or something else is on its way to it): for as
+        long as one connect attempt may take, plus a little."""
         deadline = waiter.deadline
-        timeout = math.inf if deadline is None else deadline - time.monotonic()
+        if deadline is None:
+            deadline = (waiter.since + self._pool_options.io_seconds
+                        + IO_GRACE)
+        timeout = deadline - time.monotonic()
         try:
             signalled = waiter.wait(timeout)
         except BaseException:              # a signal handler, gevent.Timeout
@@ -335,14 +346,15 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 self._release(record.conn, True)
             raise
         if not signalled:
-            gave_up, failing = self._ledger.timed_out(waiter,
-                                                      time.monotonic())
+            now = time.monotonic()
+            gave_up, failing, awaited = self._ledger.timed_out(waiter, now)
             if gave_up:
                 if failing is not None:
                     raise self._could_not_connect(failing)
-                raise _timed_out(self._pool_options)
-            # Served as the deadline came (its signal is released, under
-            # the lock, so by now), or waiting on for a connect under way.
+                raise _timed_out(self._pool_options, now - waiter.since,
+                                 awaited)
+            # Served as the deadline came: its signal is released, under
+            # the lock, so by now.
             waiter.wait(math.inf)
         error = waiter.error
         if error is not None:
@@ -373,6 +385,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 # Recorded once running: a KeyboardInterrupt in start()
                 # leaves none, and the next checkout starts one.
                 housekeeper = Housekeeper(self)
+                self._watchdog.wake = housekeeper.wake
                 try:
                     housekeeper.start()
                 except BaseException:   # it may be running: not twice
@@ -407,8 +420,25 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         seconds until the next."""
         return housekeep(self)
 
+    def _bounded(self, conn: Any) -> Watch:
+        """A watch over the pool's own I/O on ``conn`` (rule 9): past
+        ``io_seconds`` its socket is shut down, so the driver call fails.
+        ``with self._bounded(conn) as watch: ...``, then ``watch.cut``."""
+        return self._watchdog.watch(conn, self._pool_options.io_seconds)
+
+    def _cut(self, conn: Any) -> bool:
+        """Shut ``conn``'s socket down both ways, so I/O blocked on it fails
+        now (the watchdog's, for I/O past its deadline). False if it shows
+        no socket."""
+        try:
+            fd = self._fileno(conn)
+        except Exception:
+            return False
+        return shut_down_socket(fd)
+
     def _reset(self, conn: Any) -> bool:
-        """Check-in clean-up, outside the lock; never raises."""
+        """Check-in clean-up, outside the lock, its round trips within the
+        pool's deadline (backends watch them); never raises."""
         try:
             return self._can_reuse(conn)
         except Exception:
@@ -544,6 +574,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._ledger = Ledger(self._pool_options, self._events)
         self._workers = None
         self._housekeeper = None
+        self._watchdog = Watchdog()
         self._start_lock = threading.RLock()
         self._guards = threading.local()
         # The forking thread's connection was the parent's: it goes, and so
@@ -562,8 +593,10 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         (total seconds threads spent waiting), ``use_seconds`` (total
         seconds connections were held, counted at check-in),
         ``connect_seconds`` (total seconds the connects that succeeded
-        took) and ``connect_errors`` (failed connect attempts, retries
-        included) only grow.
+        took), ``connect_errors`` (failed connect attempts, retries
+        included) and ``io_timeouts`` (the pool's own connects, pings,
+        resets and closes that did not end within their deadline: cut
+        short, or no longer counted on) only grow.
         """
         return self._ledger.stats()
 
@@ -579,11 +612,13 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             stats['in_use'], stats['idle'], stats['max_connections'] or None)
 
 
-def _timed_out(options: PoolOptions) -> BaseException:
+def _timed_out(options: PoolOptions, waited: float,
+               awaited: str) -> BaseException:
+    # ``awaited``: what the thread waited for, in a few words (the ledger's).
     return MaxConnectionsExceeded(
-        'Exceeded maximum connections, timed out after %ss waiting for a '
-        'connection (max_connections=%s).'
-        % (options.timeout, options.max_connections))
+        'Exceeded maximum connections, timed out after %.1fs (timeout=%s) '
+        'waiting for %s (max_connections=%s).'
+        % (waited, options.timeout, awaited, options.max_connections))
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -39,6 +39,7 @@ SAMPLES = {
     'use_seconds': ('playhouse_pool_use_seconds_total', 'counter'),
     'connect_seconds': ('playhouse_pool_connect_seconds_total', 'counter'),
     'connect_errors': ('playhouse_pool_connect_errors_total', 'counter'),
+    'io_timeouts': ('playhouse_pool_io_timeouts_total', 'counter'),
 }
 
 # The histograms' names (what dashboards rely on).
@@ -148,7 +149,7 @@ def test_scrape_shows_exactly_pool_stats_at_that_moment(tmp_path: Any) -> None:
     # recovered stays 0: SQLite never runs a statement again.)
     assert all(stats[key] > 0 for key in SAMPLES
                if key not in ('waiting', 'recycled', 'recovered',
-                              'connect_errors')), stats
+                              'connect_errors', 'io_timeouts')), stats
     db.close()
     assert_scrape_matches()
 
