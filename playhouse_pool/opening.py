@@ -25,7 +25,7 @@ from .errors import ConfigureError
 from .records import PoolConnection
 
 if TYPE_CHECKING:
-    from .workers import Watchdog
+    from .workers import Socket, Watchdog
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -48,6 +48,7 @@ class ConnectionOpening:
         def _close(self, conn: Any) -> None: ...
         def _set_server_version(self, conn: Any) -> None: ...
         def _fileno(self, conn: Any) -> Optional[int]: ...
+        def _socket(self, conn: Any) -> Optional['Socket']: ...
 
     def _init_opening(self) -> None:
         # While a worker opens a connection: the connect keywords with their
@@ -107,7 +108,7 @@ class ConnectionOpening:
                     conn = self._connect()
             finally:
                 self._resolved.params = None
-            watch.attach(conn)
+            watch.attach(self._socket(conn))
             record = self._set_up(conn, added)
         if watch.cut:
             self._close_raw(conn)

@@ -40,10 +40,14 @@ from .ledger import Ledger
 from .opening import ConnectionOpening, _driver_errors
 from .records import Jobs, PoolConnection, Waiter
 from .recovery import UNPROVEN, FirstStatementRecovery
-from .workers import (Housekeeper, Watch, Watchdog, Workers, housekeep,
-                      log_reclaimed, shut_down_socket)
+from .workers import (Housekeeper, Socket, Watch, Watchdog, Workers,
+                      housekeep, log_reclaimed, socket_of)
 
 logger = logging.getLogger('playhouse_pool')
+
+# A checkout's ping (ping_after=0) may take this long at least, whatever is
+# left of its timeout.
+_SHORTEST_PING = 0.25
 
 # peewee's base hook for each connect: it has no body, so the checkout path
 # skips it unless a subclass (or the instance) gives it one.
@@ -261,7 +265,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         got = self._ledger.checkout(owner, now, now)
         if type(got) is not PoolConnection:
             got = self._checkout_slowly(owner, now, got)
-        elif not self._usable(got, now):       # handed to a worker
+        elif not self._usable(got, now, now):  # handed to a worker
             got = self._checkout_slowly(owner, now, None)
         if self._pool_options.leak_timeout is not None:
             got.stack = _caller_stack()
@@ -290,17 +294,19 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 got = self._ledger.checkout(owner, time.monotonic(), start,
                                             True)
                 continue
-            if self._usable(got, time.monotonic()):
+            if self._usable(got, time.monotonic(), start):
                 return got
             got = None
 
-    def _usable(self, record: PoolConnection, now: float) -> bool:
-        """May this connection, just checked out, be handed to the user?
-        Its local status flags, its age, and one zero-timeout poll of its
-        socket (readable: the server said something, an error or EOF, on
-        an idle connection): no round trip, unless ``ping_after=0`` asks
-        for one. One that fails goes to a worker to be replaced (or
-        pinged), and the checkout looks again."""
+    def _usable(self, record: PoolConnection, now: float,
+                start: float) -> bool:
+        """May this connection, just checked out (by a checkout that began
+        at ``start``), be handed to the user? Its local status flags, its
+        age, and one zero-timeout poll of its socket (readable: the server
+        said something, an error or EOF, on an idle connection): no round
+        trip, unless ``ping_after=0`` asks for one. One that fails goes to
+        a worker to be replaced (or pinged), and the checkout looks
+        again."""
         try:
             conn = record.conn
             if self._is_closed(conn):
@@ -311,9 +317,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 logger.debug('Connection %x is past its age, replacing it.',
                              record.key)
             elif self._pool_options.ping_after == 0:
-                with self._bounded(conn) as watch:
-                    alive = self._ping(conn)
-                if alive and not watch.cut:
+                if self._answers(conn, start):
                     return True
                 logger.info('Connection %x failed its ping, replacing it.',
                             record.key)
@@ -327,6 +331,20 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             raise
         self._submit(self._ledger.retire(record, now))
         return False
+
+    def _answers(self, conn: Any, start: float) -> bool:
+        """``ping_after=0``'s round trip at checkout, cut short at the
+        pool's deadline for its own I/O or the checkout's, whichever comes
+        first (rule 9); a checkout at its deadline still gets a moment."""
+        options = self._pool_options
+        limit = options.io_seconds
+        wait = options.wait_seconds
+        if wait is not None:
+            limit = min(limit, max(start + wait - time.monotonic(),
+                                   _SHORTEST_PING))
+        with self._watchdog.watch(self._socket(conn), limit) as watch:
+            alive = self._ping(conn)
+        return alive and not watch.cut
 
     def _wait(self, waiter: Waiter) -> Optional[PoolConnection]:
         """Sleep until handed a connection or failed, or until the deadline
@@ -421,20 +439,20 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         return housekeep(self)
 
     def _bounded(self, conn: Any) -> Watch:
-        """A watch over the pool's own I/O on ``conn`` (rule 9): past
-        ``io_seconds`` its socket is shut down, so the driver call fails.
-        ``with self._bounded(conn) as watch: ...``, then ``watch.cut``."""
-        return self._watchdog.watch(conn, self._pool_options.io_seconds)
+        """A watch over the pool's own I/O on ``conn`` (rule 9), to be
+        entered on the thread that does it: past ``io_seconds`` its socket
+        is shut down, so the driver call fails. ``with
+        self._bounded(conn) as watch: ...``, then ``watch.cut``."""
+        return self._watchdog.watch(self._socket(conn),
+                                    self._pool_options.io_seconds)
 
-    def _cut(self, conn: Any) -> bool:
-        """Shut ``conn``'s socket down both ways, so I/O blocked on it fails
-        now (the watchdog's, for I/O past its deadline). False if it shows
-        no socket."""
+    def _socket(self, conn: Any) -> Optional[Socket]:
+        """``conn``'s socket, for the watchdog to shut down; None if it
+        shows none."""
         try:
-            fd = self._fileno(conn)
+            return socket_of(self._fileno(conn))
         except Exception:
-            return False
-        return shut_down_socket(fd)
+            return None
 
     def _reset(self, conn: Any) -> bool:
         """Check-in clean-up, outside the lock, its round trips within the

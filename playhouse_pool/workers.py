@@ -20,6 +20,7 @@ weak reference: a forgotten pool is collected and its threads end.
 """
 import logging
 import math
+import os
 import random
 import socket
 import threading
@@ -246,30 +247,72 @@ _STEPS = {Job.OPEN: _open, Job.CLOSE: _close, Job.REPLACE: _close,
           Job.PING: _ping, Job.RESET: _reset}
 
 
+class Socket:
+    """A connection's socket, as seen when the pool's I/O on it began: the
+    descriptor and the socket's identity (its inode), so that a descriptor
+    the driver closed meanwhile, and the system gave to another socket, is
+    never shut down. Taken on the thread that does the I/O: a driver may
+    refuse questions from other threads while a call runs (mysqlclient)."""
+    __slots__ = ('fd', 'inode')
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.inode = os.fstat(fd).st_ino
+
+    def shut_down(self) -> bool:
+        """``shutdown(2)`` it both ways, through a duplicate descriptor
+        (closed here; the driver's stays open for its own close): whoever
+        blocks reading or writing it wakes with an EOF or an error. False if
+        it is not there any more."""
+        try:
+            if os.fstat(self.fd).st_ino != self.inode:
+                return False
+            sock = socket.fromfd(self.fd, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            return False
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:         # not connected: nothing blocks on it
+            pass
+        finally:
+            sock.close()
+        return True
+
+
+def socket_of(fd: Optional[int]) -> Optional[Socket]:
+    """The socket with descriptor ``fd``, or None (none, or not open)."""
+    if fd is None or fd < 0:
+        return None
+    try:
+        return Socket(fd)
+    except OSError:
+        return None
+
+
 class Watch:
-    """One piece of the pool's own I/O under way: a connect (its connection
-    attached once the driver returns it), a ping, a rollback or reset, a
-    close; and when it must have ended. Used as a context manager around
-    the I/O: once the block is left, ``cut`` says for good whether the
-    watchdog shut the connection's socket down (then the connection is not
-    to be trusted, whatever the driver call returned)."""
-    __slots__ = ('_watchdog', 'conn', 'seconds', 'deadline', 'job', 'late',
+    """One piece of the pool's own I/O under way: a connect (its socket
+    attached once the driver returns the connection), a ping, a rollback or
+    reset, a close; and when it must have ended. Used as a context manager
+    around the I/O: once the block is left, ``cut`` says for good whether
+    the watchdog shut the connection's socket down (then the connection is
+    not to be trusted, whatever the driver call returned)."""
+    __slots__ = ('_watchdog', 'socket', 'seconds', 'deadline', 'job', 'late',
                  'cut')
 
-    def __init__(self, watchdog: 'Watchdog', conn: Any, seconds: float,
-                 job: Optional[Job]) -> None:
+    def __init__(self, watchdog: 'Watchdog', sock: Optional[Socket],
+                 seconds: float, job: Optional[Job]) -> None:
         self._watchdog = watchdog
-        self.conn = conn
+        self.socket = sock            # None: nothing to cut short
         self.seconds = seconds
         self.deadline = math.inf      # set when armed
         self.job = job                # the worker's job it is part of
         self.late = False             # past its deadline, and handled
         self.cut = False              # its socket was shut down
 
-    def attach(self, conn: Any) -> None:
-        """The connect returned its connection: what follows on it (server
-        version, ``configure``) can be cut short."""
-        self._watchdog.attach(self, conn)
+    def attach(self, sock: Optional[Socket]) -> None:
+        """The connect returned its connection, whose socket this is: what
+        follows on it (server version, ``configure``) can be cut short."""
+        self._watchdog.attach(self, sock)
 
     def __enter__(self) -> 'Watch':
         return self
@@ -321,10 +364,11 @@ class Watchdog:
         """This worker thread runs ``job`` (None: no job any more)."""
         self._local.job = job
 
-    def watch(self, conn: Any, seconds: float) -> Watch:
-        """Watch I/O on ``conn`` (None: a connect) that must end within
-        ``seconds``; use it as a context manager around the I/O."""
-        watch = Watch(self, conn, seconds, getattr(self._local, 'job', None))
+    def watch(self, sock: Optional[Socket], seconds: float) -> Watch:
+        """Watch I/O on ``sock`` (None: none to cut, a connect say) that
+        must end within ``seconds``; use it as a context manager around the
+        I/O."""
+        watch = Watch(self, sock, seconds, getattr(self._local, 'job', None))
         with self._lock:
             self._watches.add(watch)
             wake = self._arm(watch)
@@ -344,9 +388,9 @@ class Watchdog:
         self.next_check = watch.deadline
         return True
 
-    def attach(self, watch: Watch, conn: Any) -> None:
+    def attach(self, watch: Watch, sock: Optional[Socket]) -> None:
         with self._lock:
-            watch.conn = conn
+            watch.socket = sock
             # A connect that came after its deadline: what follows on the
             # connection gets a deadline of its own.
             wake = watch.late and self._arm(watch)
@@ -357,11 +401,11 @@ class Watchdog:
         with self._lock:
             self._watches.discard(watch)
 
-    def check(self, now: float, cut: Callable[[Any], bool],
+    def check(self, now: float,
               overdue: Callable[[List[Optional[Job]], int], Jobs]) -> Jobs:
-        """Cut short what is past its deadline (``cut(conn)`` shuts a
-        connection's socket down, False if it has none); tell the ledger
-        (``overdue``) what could not be. Returns the ledger's jobs."""
+        """Cut short what is past its deadline; tell the ledger
+        (``overdue``) of each, and of the jobs that could not be cut short.
+        Returns the ledger's jobs."""
         with self._lock:
             if now < self.next_check:
                 return []
@@ -369,8 +413,8 @@ class Watchdog:
                     if not w.late and w.deadline <= now]
             for watch in late:
                 watch.late = True
-                if watch.conn is not None:
-                    watch.cut = cut(watch.conn)
+                if watch.socket is not None:
+                    watch.cut = watch.socket.shut_down()
             self.next_check = min((w.deadline for w in self._watches
                                    if not w.late), default=math.inf)
             if not late:
@@ -384,25 +428,6 @@ class Watchdog:
         with self._lock:
             return max([now - w.deadline for w in self._watches]
                        + [0.0])
-
-
-def shut_down_socket(fd: Optional[int]) -> bool:
-    """``shutdown(2)`` socket ``fd`` both ways, through a duplicate (closed
-    here; ``fd`` stays open for its owner). Whoever blocks reading or
-    writing it wakes with an EOF or an error. False if there is no socket."""
-    if fd is None or fd < 0:
-        return False
-    try:
-        sock = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
-    except OSError:
-        return False
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:             # not connected: nothing blocks on it
-        pass
-    finally:
-        sock.close()
-    return True
 
 
 class Housekeeper(threading.Thread):
@@ -444,7 +469,7 @@ def housekeep(pool: Any) -> float:
     ledger = pool._ledger
     watchdog = pool._watchdog
     now = time.monotonic()
-    jobs = watchdog.check(now, pool._cut, ledger.overdue)
+    jobs = watchdog.check(now, ledger.overdue)
     jobs += ledger.probe_idle()
     if options.stale_timeout is not None:
         jobs += ledger.retire_expired_idle(now)

@@ -217,15 +217,19 @@ def test_package_imports_without_prometheus_client_and_says_what_to_install(
 
 
 def test_the_three_histograms_count_the_workload(server_backend: Any) -> None:
-    db = server_backend.make_db(max_connections=2, timeout=0.05)
+    # Both connections opened ahead: a connect may take longer than this
+    # timeout.
+    db = server_backend.make_db(max_connections=2, min_connections=2,
+                                timeout=0.05)
     registry = CollectorRegistry()
     register(db, registry=registry)
+    db.warm_up()
 
-    for _ in range(5):                        # 5 checkouts, 1 connect
+    for _ in range(5):                        # 5 checkouts
         with db.connection_context():
             db.execute_sql('SELECT 1')
     with db.execution_context(with_transaction=False):
-        with db.execution_context(with_transaction=False):   # a new one
+        with db.execution_context(with_transaction=False):   # the other
             with pytest.raises(pp.MaxConnectionsExceeded):
                 with db.execution_context():
                     pass
