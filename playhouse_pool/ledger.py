@@ -535,10 +535,11 @@ class Ledger(Sweeps):
         return jobs
 
     def _fill(self, now: float) -> Jobs:
-        """Open connections up to min_connections (never above the max)."""
+        """Open connections up to min_connections (never above the max).
+        One being replaced counts: its replacement opens in its slot."""
         jobs: Jobs = []
         minimum = self.options.min_connections
-        while (self.started and self.open_count() < minimum
+        while (self.started and self.open_count() + self.replacing < minimum
                and self._has_free_slot() and not self.shrinking
                and not self.draining):
             jobs.append(self._open_job())
