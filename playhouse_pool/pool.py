@@ -72,9 +72,11 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     nothing detects a dead connection before its first statement. A backend
     adds what its driver can tell cheaply: ``_is_closed(conn)`` (local
     flags, no I/O), ``_fileno(conn)`` (the socket, for the zero-timeout
-    readability probe), ``_ping(conn)`` (a round trip that never
-    reconnects) and ``_can_reuse(conn)`` (roll back only an open
-    transaction, reset the session); see backends.py.
+    readability probe, and for cutting short the pool's own I/O on a
+    silent connection), ``_ping(conn)`` (a round trip that never
+    reconnects), ``_can_reuse(conn)`` (roll back only an open transaction,
+    reset the session) and ``_connect_timeouts(params, seconds)`` (the
+    driver's keywords that end a silent connect); see backends.py.
     """
 
     if TYPE_CHECKING:
