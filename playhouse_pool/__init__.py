@@ -12,7 +12,7 @@ from .db_url import connect
 from .errors import MaxConnectionsExceeded, PoolClosedError
 from .pool import PooledDatabase
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = [
     'MaxConnectionsExceeded', 'PoolClosedError', 'PooledCockroachDatabase',

@@ -189,13 +189,11 @@ class PooledPsycopg3Database(
     """Pooled peewee ``Psycopg3Database`` (psycopg 3)."""
 
 
-class PooledCockroachDatabase(
-        _PooledPostgresql, CockroachDatabase):
-    """Pooled ``playhouse.cockroachdb.CockroachDatabase`` (psycopg2): the
-    same checks as Postgres (libpq's status, the socket probe).
-    ``reset_session`` sends ``DISCARD ALL``, CockroachDB's session reset
-    (most of the statements the Postgres reset is made of do not exist
-    there). Not tested against a CockroachDB server."""
+class _PooledCockroach(_PooledPostgresql):
+    """CockroachDB: the same checks as Postgres (libpq's status, the socket
+    probe); ``reset_session`` sends ``DISCARD ALL``, CockroachDB's session
+    reset (most of the statements the Postgres reset is made of do not exist
+    there)."""
 
     def _session_settings(self, conn: Any) -> List[Tuple[str, str]]:
         # CockroachDB speaks UTF8 and ISO dates only: psycopg2 sets nothing
@@ -205,6 +203,12 @@ class PooledCockroachDatabase(
     def _reset_session(self, conn: Any) -> bool:
         conn.cursor().execute('DISCARD ALL')
         return True
+
+
+class PooledCockroachDatabase(
+        _PooledCockroach, CockroachDatabase):
+    """Pooled ``playhouse.cockroachdb.CockroachDatabase`` (psycopg2). Not
+    tested against a CockroachDB server."""
 
 
 class _PooledMySQL(PooledDatabase):
@@ -290,10 +294,8 @@ class PooledMySQLDatabase(_PooledMySQL, MySQLDatabase):  # type: ignore[misc]
     else mysqlclient (``MySQLdb``)."""
 
 
-class PooledMySQLConnectorDatabase(
-        _PooledMySQL, MySQLConnectorDatabase):
-    """Pooled ``playhouse.mysql_ext.MySQLConnectorDatabase``
-    (mysql-connector-python). With its C extension the driver shows no
+class _PooledMySQLConnector(_PooledMySQL):
+    """mysql-connector-python. With its C extension the driver shows no
     socket: a connection the server closed while it sat idle is found by
     ``ping_after`` or, failing that, by its first statement, not by the
     readability probe."""
@@ -311,10 +313,14 @@ class PooledMySQLConnectorDatabase(
             raise error from exc
 
 
-class PooledMariaDBConnectorDatabase(
-        _PooledMySQL, MariaDBConnectorDatabase):
-    """Pooled ``playhouse.mysql_ext.MariaDBConnectorDatabase`` (MariaDB
-    Connector/Python)."""
+class PooledMySQLConnectorDatabase(
+        _PooledMySQLConnector, MySQLConnectorDatabase):
+    """Pooled ``playhouse.mysql_ext.MySQLConnectorDatabase``
+    (mysql-connector-python)."""
+
+
+class _PooledMariaDBConnector(_PooledMySQL):
+    """MariaDB Connector/Python."""
 
     def _connect_driver(self) -> Driver:
         return MARIADB
@@ -324,9 +330,19 @@ class PooledMariaDBConnectorDatabase(
         MARIADB.shut_down(conn)
 
 
+class PooledMariaDBConnectorDatabase(
+        _PooledMariaDBConnector, MariaDBConnectorDatabase):
+    """Pooled ``playhouse.mysql_ext.MariaDBConnectorDatabase`` (MariaDB
+    Connector/Python)."""
+
+
 class _PooledSqlite(PooledDatabase):
-    """SQLite. ``':memory:'`` is refused: each pooled connection would be a
-    separate, empty database."""
+    """SQLite, whatever the driver (sqlite3, apsw, cysqlite, ...): a local
+    database has no socket to probe and no server to go away. At check-in
+    the driver's transaction flag says whether to roll back (the mixin's
+    ``_can_reuse``); no session reset in SQLite: with ``reset_session`` a
+    new connection is the reset. ``':memory:'`` is refused: each pooled
+    connection would be a separate, empty database."""
 
     def _check_database(self, database: Any) -> None:
         if database == ':memory:' or database == '':
@@ -336,25 +352,30 @@ class _PooledSqlite(PooledDatabase):
                 "or a shared in-memory database: 'file:NAME?mode=memory&"
                 "cache=shared' with uri=True.")
 
-    def _can_reuse(self, conn: Any) -> bool:
-        if conn.in_transaction:
-            conn.rollback()
-        # No session reset in SQLite: a fresh connection is the reset.
-        return not self._pool_options.reset_session
-
 
 class _PooledSqlite3(_PooledSqlite):
-    """The standard library's sqlite3: pooled connections move between
-    threads, so ``check_same_thread=False`` is the default."""
+    """The standard library's sqlite3 (and the drivers built like it:
+    pysqlite3, sqlcipher3). Its connections refuse any thread but the one
+    that opened them unless opened with ``check_same_thread=False``; pool
+    workers open them and the threads that check them out use them (one at
+    a time), so that is the default, and an explicit True is refused."""
 
     def init(self, database: Any, **kwargs: Any) -> None:
-        kwargs.setdefault('check_same_thread', False)
+        if kwargs.get('check_same_thread', False) is not False:
+            raise ValueError(
+                'check_same_thread=%r cannot be pooled: pool workers open '
+                'the connections and whichever thread checks one out uses '
+                'it (never two at once). Leave check_same_thread unset (the '
+                'pool sets it to False).' % (kwargs['check_same_thread'],))
+        kwargs['check_same_thread'] = False
         super().init(database, **kwargs)
 
     def _is_closed(self, conn: Any) -> bool:
         try:
             # Any call on a closed sqlite3 connection raises.
             conn.total_changes  # noqa: B018
+        except AttributeError:
+            return False        # not a sqlite3 connection: nothing to tell
         except Exception:
             return True
         return False
@@ -377,12 +398,33 @@ class PooledCSqliteExtDatabase(_PooledSqlite3, CSqliteExtDatabase):
     with its C extension)."""
 
 
-class PooledCySqliteDatabase(
-        _PooledSqlite, CySqliteDatabase):
-    """Pooled ``playhouse.cysqlite_ext.CySqliteDatabase`` (the ``cysqlite``
-    package, peewee 4). cysqlite connections may be used from any thread
-    (it has no ``check_same_thread``). A local database has no socket to
-    probe and no server to go away: ``is_closed()`` is the only check."""
+class _PooledCySqlite(_PooledSqlite):
+    """cysqlite (peewee 4): its connections may be used from any thread (it
+    has no ``check_same_thread``)."""
 
     def _is_closed(self, conn: Any) -> bool:
         return conn.is_closed()
+
+
+class PooledCySqliteDatabase(
+        _PooledCySqlite, CySqliteDatabase):
+    """Pooled ``playhouse.cysqlite_ext.CySqliteDatabase`` (the ``cysqlite``
+    package, peewee 4). ``is_closed()`` is the only check."""
+
+
+# Hand-made compositions (``class P(PooledDatabase, SqliteDatabase)``) get
+# the hooks of their database's family: the most derived class listed here
+# that the composition is made of decides. By name, so that no optional
+# driver is imported for it.
+for _database, _hooks in (
+        ('peewee.PostgresqlDatabase', _PooledPostgresql),
+        ('playhouse.cockroachdb.CockroachDatabase', _PooledCockroach),
+        ('peewee.MySQLDatabase', _PooledMySQL),
+        ('playhouse.mysql_ext.MySQLConnectorDatabase',
+         _PooledMySQLConnector),
+        ('playhouse.mysql_ext.MariaDBConnectorDatabase',
+         _PooledMariaDBConnector),
+        ('peewee.SqliteDatabase', _PooledSqlite3),
+        ('playhouse.cysqlite_ext.CySqliteDatabase', _PooledCySqlite),
+        ('playhouse.apsw_ext.APSWDatabase', _PooledSqlite)):
+    PooledDatabase._register_family(_database, _hooks)

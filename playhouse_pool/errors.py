@@ -1,5 +1,10 @@
 """Exceptions the pool raises itself (driver errors pass through peewee's)."""
+from typing import NamedTuple, Optional, Sequence
+
 from peewee import OperationalError
+
+# How many of the longest holders a MaxConnectionsExceeded names.
+HOLDERS_SHOWN = 3
 
 
 class MaxConnectionsExceeded(ValueError):
@@ -10,7 +15,10 @@ class MaxConnectionsExceeded(ValueError):
     caller waited for.
 
     Subclasses ``ValueError`` as peewee's own ``MaxConnectionsExceeded`` does,
-    so code written for ``playhouse.pool`` keeps catching it.
+    so code written for ``playhouse.pool`` keeps catching it. Its message
+    says why the pool ran dry: the maximum, how many connections are open,
+    in use and waited for, how long the caller waited, and who holds the
+    connections longest (see README, "When the pool runs dry").
     """
 
 
@@ -24,3 +32,47 @@ class ConfigureError(OperationalError):
     """The ``configure`` callable failed on a new connection: that
     connection was closed (and, within ``timeout``, another one tried). The
     callable's own error is chained (``__cause__``)."""
+
+
+class Holder(NamedTuple):
+    """A checked-out connection, as a MaxConnectionsExceeded names it."""
+    seconds: float          # held for
+    thread: str             # the holder's thread name ('?' if shared)
+    site: Optional[str]     # its checkout's call site (with leak_timeout)
+
+
+class DryPool(NamedTuple):
+    """The pool's figures at the moment a checkout was refused (the same
+    as ``pool_stats()`` then)."""
+    max_connections: Optional[int]
+    open: int
+    in_use: int
+    waiting: int            # other threads still waiting
+    holders: Sequence[Holder]   # the longest held, first (at most 3)
+    sites_recorded: bool    # leak_timeout is set
+
+
+def pool_exhausted(why: str, waited: float,
+                   dry: DryPool) -> MaxConnectionsExceeded:
+    """The error for a checkout the pool could not serve: ``why`` (a
+    clause: 'timed out after 2.0s', ...), then the figures and holders."""
+    parts = ['Exceeded maximum connections: %s (waited %.3fs). '
+             'max_connections=%s, open=%d, in_use=%d, waiting=%d.'
+             % (why, waited, dry.max_connections, dry.open, dry.in_use,
+                dry.waiting)]
+    if dry.holders:
+        shown = ', '.join(_holder(h) for h in dry.holders)
+        more = dry.in_use - len(dry.holders)
+        parts.append('Held longest: %s%s.'
+                     % (shown, ' and %d more' % more if more > 0 else ''))
+        if not dry.sites_recorded:
+            parts.append('Set leak_timeout to see where each was checked '
+                         'out.')
+    return MaxConnectionsExceeded(' '.join(parts))
+
+
+def _holder(holder: Holder) -> str:
+    text = '%.3fs by thread %r' % (holder.seconds, holder.thread)
+    if holder.site is not None:
+        text += ', checked out at %s' % holder.site
+    return text

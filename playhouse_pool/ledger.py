@@ -23,9 +23,11 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from ._options import PoolOptions
-from .errors import MaxConnectionsExceeded, PoolClosedError
+from .errors import (HOLDERS_SHOWN, DryPool, Holder, PoolClosedError,
+                     pool_exhausted)
 from .events import PoolEvents
-from .records import Job, Jobs, Owner, PoolConnection, Waiter, thread_name
+from .records import (Job, Jobs, Owner, PoolConnection, Waiter, call_site,
+                      thread_name)
 from .sweeps import Sweeps
 
 
@@ -167,16 +169,16 @@ class Ledger(Sweeps):
                     None if wait is None else since + wait))
             elif options.wait_seconds is None:
                 self._count_timeout()
-                raise MaxConnectionsExceeded(
-                    'Exceeded maximum connections (max_connections=%s, '
-                    'all in use; set timeout to wait for one).'
-                    % options.max_connections)
+                raise pool_exhausted(
+                    'all in use, and timeout=None does not wait for one',
+                    time.monotonic() - since, self._dry())
             elif (options.max_waiting is not None
                   and len(self.waiters) >= options.max_waiting):
                 self._count_timeout()
-                raise MaxConnectionsExceeded(
-                    'Exceeded maximum connections: max_waiting=%d '
-                    'threads are already waiting.' % options.max_waiting)
+                raise pool_exhausted(
+                    'max_waiting=%d threads are already waiting'
+                    % options.max_waiting, time.monotonic() - since,
+                    self._dry())
         wait = options.wait_seconds
         waiter = Waiter(owner, since, None if wait is None else since + wait)
         waiter.jobs, waiter.reclaimed = jobs, reclaimed
@@ -198,20 +200,22 @@ class Ledger(Sweeps):
         return job
 
     def timed_out(self, waiter: Waiter, now: float
-                  ) -> Tuple[bool, Optional[BaseException], str]:
+                  ) -> Tuple[bool, Optional[BaseException],
+                             Optional[DryPool], str]:
         """The waiter's deadline passed. Returns (give up?, the connect
-        error of the moment if connects are failing, what it waited for in
-        a few words). It gives up unless it was served meanwhile: whatever
-        it counted on, a connect under way included (DESIGN.md rule 9). A
-        connection that comes later goes to the next waiter or the heap."""
+        error of the moment if connects are failing, the pool's figures for
+        the error's message, what it waited for in a few words). It gives
+        up unless it was served meanwhile: whatever it counted on, a connect
+        under way included (DESIGN.md rule 9). A connection that comes
+        later goes to the next waiter or the heap."""
         with self.lock:
             if waiter not in self.waiters:
-                return False, None, ''
+                return False, None, None, ''
             awaited = self._awaited(waiter, now)
             self.waiters.remove(waiter)
             self._count_timeout()
             self.wait_total += now - waiter.since
-            return True, self.failing, awaited
+            return True, self.failing, self._dry(), awaited
 
     def _awaited(self, waiter: Waiter, now: float) -> str:
         # What was on its way to this waiter: the connects under way cover
@@ -224,6 +228,19 @@ class Ledger(Sweeps):
         if position < self._coming():
             return 'a connection being checked or replaced'
         return 'a connection to be checked in'
+
+    def _dry(self) -> DryPool:
+        """The figures a refused checkout's message gives, with the
+        longest holders."""
+        now = time.monotonic()
+        longest = heapq.nsmallest(HOLDERS_SHOWN, self.in_use.values(),
+                                  key=lambda r: r.checked_out)
+        return DryPool(
+            self.options.max_connections, len(self.idle) + len(self.in_use),
+            len(self.in_use), len(self.waiters),
+            [Holder(now - r.checked_out, thread_name(r), call_site(r))
+             for r in longest],
+            self.options.leak_timeout is not None)
 
     def abandon(self, waiter: Waiter) -> Optional[PoolConnection]:
         """A waiter leaves on an exception. Returns what it was handed

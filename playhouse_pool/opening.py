@@ -49,6 +49,7 @@ class ConnectionOpening:
         def _set_server_version(self, conn: Any) -> None: ...
         def _fileno(self, conn: Any) -> Optional[int]: ...
         def _socket(self, conn: Any) -> Optional['Socket']: ...
+        def conn_key(self, conn: Any) -> Any: ...
 
     def _init_opening(self) -> None:
         # While a worker opens a connection: the connect keywords with their
@@ -139,7 +140,8 @@ class ConnectionOpening:
             self._close_raw(conn)
             raise
         self._driver_package = type(conn).__module__.partition('.')[0]
-        return PoolConnection(conn, probe, self._pool_options.stale_timeout,
+        return PoolConnection(conn, self.conn_key(conn), probe,
+                              self._pool_options.stale_timeout,
                               time.monotonic())
 
     def _inside_a_database_call(self) -> bool:

@@ -25,20 +25,22 @@ import os
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Optional,
+                    Tuple)
 
 import peewee
+import playhouse
 from peewee import InterfaceError, OperationalError
 
 from . import guards
 from ._options import IO_GRACE, PoolOptions, pop_options, seconds
 from ._redact import redact
 from .context import ExecutionContext
-from .errors import MaxConnectionsExceeded
+from .errors import pool_exhausted
 from .events import PoolEvents
 from .ledger import Ledger
 from .opening import ConnectionOpening, _driver_errors
-from .records import Jobs, PoolConnection, Waiter
+from .records import Jobs, PoolConnection, Waiter, wall_clock
 from .recovery import UNPROVEN, FirstStatementRecovery
 from .workers import (Housekeeper, Socket, Watch, Watchdog, Workers,
                       housekeep, log_reclaimed, socket_of)
@@ -66,18 +68,25 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     connect keyword may be a zero-argument callable (a rotating password,
     say): it is called for each new connection, on a pool worker.
 
-    Combined with a database this package has no class for, the pool only
-    knows the DB-API: check-in calls ``conn.rollback()`` (a round trip each
-    time), ``reset_session`` closes connections instead of reusing them, and
-    nothing detects a dead connection before its first statement. A backend
-    adds what its driver can tell cheaply: ``_is_closed(conn)`` (local
-    flags, no I/O), ``_fileno(conn)`` (the socket, for the zero-timeout
-    readability probe, and for cutting short the pool's own I/O on a
-    silent connection), ``_ping(conn)`` (a round trip that never
-    reconnects), ``_can_reuse(conn)`` (roll back only an open transaction,
-    reset the session) and ``_connect_timeouts(params, seconds)`` (the
-    driver's keywords that end a silent connect); see backends.py.
+    The mixin's contract is peewee's hooks, and nothing else about the
+    connection objects: ``_connect()`` and ``_close(conn)`` open and close
+    one (on pool workers), ``_is_closed(conn)`` tells a dead one by local
+    flags (no I/O), ``_can_reuse(conn)`` cleans one at check-in (False:
+    close it), ``conn_key(conn)`` names one. A backend adds what its driver
+    can tell cheaply: ``_fileno(conn)`` (the socket, for the zero-timeout
+    readability probe, and for cutting short the pool's own I/O on a silent
+    connection), ``_ping(conn)`` (a round trip that never reconnects) and
+    ``_connect_timeouts(params, seconds)`` (the driver's keywords that end a
+    silent connect); see backends.py. Combined by hand with a peewee database
+    of a family this package knows (``class P(PooledDatabase,
+    PostgresqlDatabase)``, MySQL, SQLite, APSW, ...), the class is given
+    that family's hooks, as if it had been declared with this package's
+    class for it: its own overrides still come first.
     """
+
+    # 'module.QualName' of a peewee database class -> the hooks of its
+    # family (backends.py registers them; see __init_subclass__).
+    _families: ClassVar[Dict[str, type]] = {}
 
     if TYPE_CHECKING:
         # peewee's private side of Database that the pool builds on.
@@ -118,14 +127,51 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         if self._housekeeper is not None:
             self._housekeeper.wake()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A hand-made composition, PooledDatabase itself among its bases:
+        # that base becomes the hooks of the database's family (a subclass
+        # of PooledDatabase), so the class is what this package would have
+        # declared (PooledDatabase, PostgresqlDatabase) as.
+        if PooledDatabase in cls.__bases__:
+            hooks = _family_hooks(cls)
+            if hooks is not None:
+                cls.__bases__ = tuple(hooks if base is PooledDatabase
+                                      else base for base in cls.__bases__)
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def _register_family(cls, database_class: str, hooks: type) -> None:
+        """Hand-made compositions with ``database_class`` ('module.Name')
+        or a subclass of it get ``hooks`` (backends.py)."""
+        PooledDatabase._families[database_class] = hooks
+
     def _check_database(self, database: Any) -> None:
         """Backends refuse a database the pool cannot share (SQLite memory)."""
 
+    # peewee's pool attributes (health checks read them), with peewee's
+    # meanings: read-only views of the options, which init() updates.
+    @property
+    def _max_connections(self) -> Optional[int]:
+        """max_connections; None: unlimited."""
+        return self._pool_options.max_connections
+
+    @property
+    def _stale_timeout(self) -> Optional[float]:
+        return self._pool_options.stale_timeout
+
+    @property
+    def _wait_timeout(self) -> Optional[float]:
+        """timeout, as peewee keeps it: None, or seconds (0 reads as inf)."""
+        return self._pool_options.wait_seconds
+
     # What people introspect (as with peewee's pool), and the tests.
     @property
-    def _connections(self) -> List[Any]:
-        """The idle connections' heap."""
-        return self._ledger.idle
+    def _connections(self) -> List[Tuple[float, int, Any]]:
+        """The idle connections, as peewee shows them: (when opened, as
+        ``time.time()``, a tie-breaker, the connection), in heap order. A
+        snapshot: the pool's own heap holds its records."""
+        return [(wall_clock(opened), seq, record.conn)
+                for opened, seq, record in self._ledger.idle]
 
     @property
     def _in_use(self) -> Dict[int, PoolConnection]:
@@ -158,11 +204,40 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
 
     def _can_reuse(self, conn: Any) -> bool:
         """Check-in: roll back an open transaction (and reset the session if
-        ``reset_session``); False if the connection cannot go back."""
-        # The DB-API cannot tell whether a transaction is open, nor reset a
-        # session: roll back always; a new connection is the reset.
-        conn.rollback()
-        return not self._pool_options.reset_session
+        ``reset_session``); False if the connection cannot go back.
+
+        This default knows what any connection may show: a transaction flag
+        (``in_transaction``: sqlite3, apsw, cysqlite, ...) says whether to
+        roll back (``rollback()``, else a ROLLBACK through its cursor, as
+        peewee itself sends statements); with no flag, a DB-API
+        ``rollback()`` is always right (a round trip); an object with
+        neither is trusted, as peewee's pool trusts it. With
+        ``reset_session`` a new connection is the reset. A rollback is
+        bounded by the pool's deadline (rule 9) where ``_fileno`` shows the
+        socket."""
+        if self._pool_options.reset_session:
+            return False
+        flag = getattr(conn, 'in_transaction', None)
+        if isinstance(flag, bool):
+            if flag:
+                rollback = getattr(conn, 'rollback', None)
+                with self._bounded(conn) as watch:
+                    if callable(rollback):
+                        rollback()
+                    else:
+                        conn.cursor().execute('ROLLBACK')
+                return not watch.cut and not conn.in_transaction
+            return True
+        rollback = getattr(conn, 'rollback', None)
+        if callable(rollback):
+            with self._bounded(conn) as watch:
+                rollback()
+            return not watch.cut
+        return True
+
+    def conn_key(self, conn: Any) -> Any:
+        """peewee's hook: the key a connection is known by (in ``_in_use``)."""
+        return id(conn)
 
     # -- peewee's connection API --------------------------------------------
 
@@ -238,7 +313,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                                    'transaction is open.')
         conn = self._state.conn
         self._state.reset()
-        record = self._ledger.detach(id(conn))
+        record = self._ledger.detach(self.conn_key(conn))
         if record is not None:
             self._close_raw(conn)
             self._submit(self._ledger.closed_by_caller(1))
@@ -348,6 +423,17 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             alive = self._ping(conn)
         return alive and not watch.cut
 
+    def _timed_out(self, awaited: str) -> str:
+        """Why a waiter gave up, for its MaxConnectionsExceeded: what it
+        waited for (the ledger's few words) and for how long it might."""
+        timeout = self._pool_options.timeout
+        if timeout is None:
+            return ('timed out waiting for %s (timeout=None: one connect '
+                    'attempt, %.3gs)' % (awaited, self._pool_options.io_seconds
+                                         + IO_GRACE))
+        return 'timed out waiting for %s within timeout=%ss' % (awaited,
+                                                                timeout)
+
     def _wait(self, waiter: Waiter) -> Optional[PoolConnection]:
         """Sleep until handed a connection or failed, or until the deadline
         (rule 9). Without a ``timeout`` the thread waits only when a connect
@@ -367,12 +453,14 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             raise
         if not signalled:
             now = time.monotonic()
-            gave_up, failing, awaited = self._ledger.timed_out(waiter, now)
+            gave_up, failing, dry, awaited = self._ledger.timed_out(
+                waiter, now)
             if gave_up:
                 if failing is not None:
                     raise self._could_not_connect(failing)
-                raise _timed_out(self._pool_options, now - waiter.since,
-                                 awaited)
+                assert dry is not None
+                raise pool_exhausted(self._timed_out(awaited),
+                                     now - waiter.since, dry)
             # Served as the deadline came: its signal is released, under
             # the lock, so by now.
             waiter.wait(math.inf)
@@ -471,7 +559,8 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     def _release(self, conn: Any, reusable: bool) -> None:
         """Return a checked-out connection: to the first waiter, to the idle
         heap, or (broken or past its age) to a worker that replaces it."""
-        jobs = self._ledger.checkin(id(conn), reusable, time.monotonic())
+        jobs = self._ledger.checkin(self.conn_key(conn), reusable,
+                                    time.monotonic())
         if jobs:
             self._submit(jobs)
 
@@ -529,22 +618,24 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         raise error from failing
 
     def close_all(self, timeout: Optional[float] = None) -> int:
-        """Close every connection, idle and checked out, stop the pool's
-        workers and fail waiting threads with ``PoolClosedError``. With
-        ``timeout`` (seconds), first refuse new checkouts and wait up to
-        that long for checked-out connections to come back. The calling
-        thread's own connections are not waited for: they are closed now,
-        or, when close_all() runs in a signal handler that interrupted this
-        thread inside a database call, as each comes back (a statement
-        under way finishes first). A handler that interrupted the pool's own
-        bookkeeping gets 0 at once, and a thread closes the pool as soon as
-        the interrupted operation ends. The pool stays usable: the next
-        checkout opens a new connection (and starts the workers). Returns
-        how many connections were closed."""
+        """Close every connection, idle and checked out, and stop the pool's
+        workers. Threads waiting for a connection stay in line and are
+        served by new connections once the old ones are closed, as in
+        peewee. With ``timeout`` (seconds), a graceful shutdown instead:
+        waiting threads get ``PoolClosedError``, new checkouts are refused,
+        and checked-out connections get up to that long to come back. The
+        calling thread's own connections are not waited for: they are
+        closed now, or, when close_all() runs in a signal handler that
+        interrupted this thread inside a database call, as each comes back
+        (a statement under way finishes first). A handler that interrupted
+        the pool's own bookkeeping gets 0 at once, and a thread closes the
+        pool as soon as the interrupted operation ends. The pool stays
+        usable: the next checkout opens a new connection (and starts the
+        workers). Returns how many connections were closed."""
         wait = seconds('timeout', timeout) or 0.0
         caller = threading.current_thread() if self.thread_safe else None
         state = self._state
-        own_key = None if state.closed else id(state.conn)
+        own_key = None if state.closed else self.conn_key(state.conn)
         if self._ledger.lock._is_owned():
             self._close_all_after(own_key, caller, wait)
             return 0
@@ -632,22 +723,29 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             stats['in_use'], stats['idle'], stats['max_connections'] or None)
 
 
-def _timed_out(options: PoolOptions, waited: float,
-               awaited: str) -> BaseException:
-    # ``awaited``: what the thread waited for, in a few words (the ledger's).
-    return MaxConnectionsExceeded(
-        'Exceeded maximum connections, timed out after %.1fs (timeout=%s) '
-        'waiting for %s (max_connections=%s).'
-        % (waited, options.timeout, awaited, options.max_connections))
+def _family_hooks(cls: type) -> Optional[type]:
+    """The hooks registered for the most derived peewee database class
+    ``cls`` is made of, or None."""
+    for klass in cls.__mro__:
+        hooks = PooledDatabase._families.get(
+            '%s.%s' % (klass.__module__, klass.__qualname__))
+        if hooks is not None:
+            return hooks
+    return None
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# Frames that are not the application's: this package's, peewee's and the
+# playhouse extensions' (connection_context(), the decorators' wrappers).
+_NOT_THE_APPLICATIONS = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (__file__, playhouse.__file__))
+_PEEWEE_MODULE = os.path.abspath(peewee.__file__)
 
 
-def _caller_stack() -> List[str]:
-    """Where the application checked the connection out (our frames and
-    peewee's connect() plumbing left out)."""
+def _caller_stack() -> List[traceback.FrameSummary]:
+    """Where the application checked the connection out: its own frames,
+    innermost last (this package's, peewee's and playhouse's left out)."""
     frames = [f for f in traceback.extract_stack(limit=32)
-              if not f.filename.startswith(_PACKAGE_DIR)]
-    return traceback.format_list(frames[-12:])
-
+              if not f.filename.startswith(_NOT_THE_APPLICATIONS)
+              and f.filename != _PEEWEE_MODULE]
+    return frames[-12:]

@@ -6,6 +6,7 @@ import math
 import random
 import threading
 import time
+import traceback
 from typing import Any, List, Optional, Tuple
 
 # Each connection's own age limit is stale_timeout less up to this fraction,
@@ -21,10 +22,10 @@ class PoolConnection:
                  'checked_out', 'owner', 'probe', 'stack', 'leak_reported',
                  'fresh', 'doomed')
 
-    def __init__(self, conn: Any, probe: Any, stale: Optional[float],
-                 now: float) -> None:
+    def __init__(self, conn: Any, key: Any, probe: Any,
+                 stale: Optional[float], now: float) -> None:
         self.conn = conn
-        self.key = id(conn)
+        self.key = key            # the database's conn_key(conn)
         self.opened = now         # heap order
         # stale_timeout less this connection's own jitter (a fraction).
         self.lifetime = 1.0 - random.uniform(0.0, AGE_JITTER)
@@ -34,7 +35,8 @@ class PoolConnection:
         self.checked_out = now
         self.owner: Owner = None
         self.probe = probe        # readability of its socket, or None
-        self.stack: Optional[List[str]] = None   # only with leak_timeout
+        # Where the application checked it out: only with leak_timeout.
+        self.stack: Optional[List[traceback.FrameSummary]] = None
         self.leak_reported = False
         # Handed straight from its connect to a checkout: it has just proven
         # itself, so its first statement is not watched (recovery.py).
@@ -42,6 +44,16 @@ class PoolConnection:
         # close_all() left it with the thread using it: closed (not
         # replaced) when it comes back.
         self.doomed = False
+
+    # peewee's names (its PoolConnection tuple), for code that reads them.
+    @property
+    def connection(self) -> Any:
+        return self.conn
+
+    @property
+    def timestamp(self) -> float:
+        """When it was opened, as peewee gives it: ``time.time()``."""
+        return wall_clock(self.opened)
 
     def set_age_limit(self, stale: Optional[float]) -> None:
         self.expires = (math.inf if stale is None
@@ -117,5 +129,19 @@ class Waiter:
 Jobs = List[Job]
 
 
+def wall_clock(monotonic: float) -> float:
+    """A ``time.monotonic()`` instant as ``time.time()`` would give it."""
+    return time.time() - (time.monotonic() - monotonic)
+
+
 def thread_name(record: PoolConnection) -> str:
     return record.owner.name if record.owner is not None else '?'
+
+
+def call_site(record: PoolConnection) -> Optional[str]:
+    """``file:line in function`` of the application's checkout of this
+    connection (recorded with leak_timeout only), or None."""
+    if not record.stack:
+        return None
+    frame = record.stack[-1]
+    return '%s:%s in %s' % (frame.filename, frame.lineno, frame.name)

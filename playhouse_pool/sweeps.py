@@ -117,7 +117,7 @@ class Sweeps:
     def shut_down(self, own_key: Optional[int], caller: Owner,
                   deferred: bool, wait: float,
                   records: List[PoolConnection]) -> None:
-        """close_all(): fail the waiters; with ``wait``, refuse checkouts
+        """close_all(): with ``wait``, fail the waiters, refuse checkouts
         and wait that long for checked-out connections to come back; then
         take every connection (into ``records``, as it goes: an interrupted
         drain still closes what it took). Work under way is disowned.
@@ -146,9 +146,12 @@ class Sweeps:
                 self.closing += len(own)
             self.epoch += 1
             self.started = False
-            self.fail_waiters('The pool was closed (close_all) while '
-                              'waiting.')
             if wait:
+                # Checkouts are refused while it drains: the waiters too.
+                # (Without a drain they stay in line, and new connections
+                # serve them once the old ones are closed, as in peewee.)
+                self.fail_waiters('The pool was closed (close_all) while '
+                                  'waiting.')
                 self.draining += 1
                 try:
                     self.drained.wait_for(

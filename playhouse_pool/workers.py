@@ -25,6 +25,7 @@ import random
 import socket
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Set
@@ -504,7 +505,8 @@ def _report_leaks(leaked: List[Any], leak_timeout: float) -> None:
             'Connection %x has been checked out by thread %r for over '
             '%.3gs (leak_timeout); checked out at:\n%s', record.key,
             thread_name(record), leak_timeout,
-            ''.join(record.stack or ['(stack not recorded)\n']))
+            ''.join(traceback.format_list(record.stack or []))
+            or '(stack not recorded)\n')
 
 
 def log_reclaimed(reclaimed: List[Any]) -> None:

@@ -1,9 +1,15 @@
 """Real servers for the tests, one parametrized ``backend`` fixture.
 
 Server addresses come from PLAYHOUSE_POOL_TEST_POSTGRES and
-PLAYHOUSE_POOL_TEST_MYSQL. An unreachable server skips its tests, unless
-PLAYHOUSE_POOL_REQUIRE names it (``postgres,mysql``): then they fail.
+PLAYHOUSE_POOL_TEST_MYSQL. An unreachable server, a driver not installed
+(mysqlclient and MariaDB Connector/Python are in the test-drivers extra, not
+in test) or a missing ``pgbouncer`` binary skips its tests, unless
+PLAYHOUSE_POOL_REQUIRE names it (servers ``postgres``, ``mysql``,
+``pgbouncer``; drivers by backend name, ``mysqlclient``, ``mysqlconnector``,
+``mariadbconnector``, ``cysqlite``): then they fail. The run ends with one
+line per reason for skipping.
 """
+import collections
 import contextlib
 import importlib
 import os
@@ -17,6 +23,7 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
+from playhouse_pool._redact import redact
 from playhouse_pool.benchmark.proxy import LatencyProxy
 
 POSTGRES_URL = os.environ.get('PLAYHOUSE_POOL_TEST_POSTGRES',
@@ -48,6 +55,11 @@ def settled(db: Any) -> None:
     wait_until(lambda: db._reserved == 0, what='the pool workers to finish')
 
 
+def idle_records(db: Any) -> List[Any]:
+    """The pool's records of its idle connections (oldest first)."""
+    return [entry[2] for entry in sorted(db._ledger.idle)]
+
+
 def age(record: Any, seconds: float) -> None:
     """Make a pooled connection ``seconds`` older, instead of sleeping."""
     record.opened -= seconds
@@ -73,6 +85,7 @@ class Backend:
     server = ''        # 'postgres', 'mysql' or 'sqlite'
     kills = True       # the server can terminate a connection
     driver = ''        # a module that must import (beyond the test extra)
+    install = "pip install -e '.[test]'"        # how to get that module
     needs_peewee = 3   # the oldest peewee major version with the class
 
     def __init__(self, tmp_path: Any) -> None:
@@ -261,6 +274,12 @@ class MySQLBackend(Backend):
             'WHERE ID = %s', (conn_id,))[0][0]
 
 
+# The drivers that build from source, left out of the test extra.
+DRIVERS_FROM_SOURCE = ("pip install -e '.[test-drivers]', which builds "
+                       "against the MariaDB client headers (Debian: apt-get "
+                       "install libmariadb-dev pkg-config)")
+
+
 class MySQLdbBackend(MySQLBackend):
     """mysqlclient, as on a machine without pymysql: for the test, peewee's
     MySQL driver (the module it picked at import, ``peewee.mysql``) is
@@ -268,6 +287,7 @@ class MySQLdbBackend(MySQLBackend):
     test, test_drivers.py, imports peewee with pymysql hidden.)"""
     name = 'mysqlclient'
     driver = 'MySQLdb'
+    install = DRIVERS_FROM_SOURCE
     driver_params: Dict[str, Any] = {}
 
     def __init__(self, tmp_path: Any) -> None:
@@ -291,6 +311,7 @@ class MySQLConnectorBackend(MySQLBackend):
 class MariaDBConnectorBackend(MySQLBackend):
     name = 'mariadbconnector'
     driver = 'mariadb'
+    install = DRIVERS_FROM_SOURCE
     db_class = pp.PooledMariaDBConnectorDatabase
     driver_params: Dict[str, Any] = {}
 
@@ -347,7 +368,11 @@ def _unreachable_reason(server: str) -> Optional[str]:
             db.close()
             _reachable[server] = None
         except Exception as exc:
-            _reachable[server] = '%s server unreachable: %s' % (server, exc)
+            url, variable = ((POSTGRES_URL, 'PLAYHOUSE_POOL_TEST_POSTGRES')
+                             if server == 'postgres' else
+                             (MYSQL_URL, 'PLAYHOUSE_POOL_TEST_MYSQL'))
+            _reachable[server] = '%s server unreachable at %s (%s): %s' % (
+                server, redact(url), variable, ' '.join(str(exc).split()))
     return _reachable[server]
 
 
@@ -356,6 +381,33 @@ SERVER_BACKENDS = [Psycopg2Backend, Psycopg3Backend, MySQLBackend,
                    MariaDBConnectorBackend]
 BACKENDS = [SqliteBackend, CySqliteBackend] + SERVER_BACKENDS
 _PEEWEE_MAJOR = int(peewee.__version__.split('.')[0])
+# What PLAYHOUSE_POOL_REQUIRE may name: the servers (and PgBouncer), and
+# each backend by its name, for its driver.
+REQUIRABLE = {'postgres', 'mysql', 'pgbouncer'} | {b.name for b in BACKENDS}
+
+
+def pytest_configure(config: Any) -> None:
+    unknown = REQUIRED - REQUIRABLE
+    if unknown:
+        raise pytest.UsageError(
+            'PLAYHOUSE_POOL_REQUIRE names %s, which no test knows; it takes '
+            '%s' % (', '.join(sorted(unknown)), ', '.join(sorted(REQUIRABLE))))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The skipped tests, one line per reason: a missing driver or server
+    skips a hundred tests or more for one reason (``-rs`` lists each)."""
+    if 's' in terminalreporter.reportchars:
+        return
+    reasons: collections.Counter = collections.Counter()
+    for report in terminalreporter.stats.get('skipped', []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) \
+            else str(report.longrepr)
+        reasons[reason.replace('Skipped: ', '', 1)] += 1
+    if reasons:
+        terminalreporter.section('skipped, by reason (-rs lists each test)')
+        for reason, count in reasons.most_common():
+            terminalreporter.line('%5d  %s' % (count, reason))
 
 
 def _require(cls: Any) -> None:
@@ -369,8 +421,8 @@ def _require(cls: Any) -> None:
         try:
             importlib.import_module(cls.driver)
         except ImportError as exc:
-            reason = '%s: driver %s not installed (%s)' % (cls.name,
-                                                           cls.driver, exc)
+            reason = '%s: driver %s not installed (%s): %s' % (
+                cls.name, cls.driver, exc, cls.install)
         if reason is not None and cls.name in REQUIRED:
             pytest.fail('%s (PLAYHOUSE_POOL_REQUIRE names it)' % reason)
     if reason is None and cls.server != 'sqlite':

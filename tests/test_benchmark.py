@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ import pytest
 import playhouse_pool
 from conftest import (POSTGRES_URL, Psycopg2Backend, _require, run_threads,
                       wait_until)
-from playhouse_pool.benchmark import cli, pools, scenarios
+from playhouse_pool.benchmark import cli, pools, report, scenarios
+from playhouse_pool.benchmark.catalog import SCENARIOS, Check, Metric
 from playhouse_pool.benchmark.lean import LeanSqliteDatabase
 from playhouse_pool.benchmark.proxy import LatencyProxy
+from playhouse_pool.benchmark.target import Target
 
 
 def run_json(capsys, *args):
@@ -116,6 +119,95 @@ def test_a_collector_that_is_not_installed_is_refused_naming_the_install(
     error = capsys.readouterr().err
     assert '--collector both needs opentelemetry.sdk.metrics' in error
     assert 'pip install opentelemetry-sdk' in error
+
+
+@pytest.mark.parametrize('url, hidden, needs', [
+    (POSTGRES_URL, ['psycopg2'], 'needs psycopg2'),
+    ('mysql://root@127.0.0.1:3306/test', ['pymysql', 'MySQLdb'],
+     'needs pymysql (or mysqlclient)')])
+def test_a_server_url_without_its_driver_is_refused_naming_the_install(
+        capsys, monkeypatch, url, hidden, needs):
+    for module in hidden:
+        monkeypatch.setitem(sys.modules, module, None)
+
+    assert cli.main(['--url', url]) == 2
+
+    error = capsys.readouterr().err
+    assert needs in error
+    assert "pip install 'playhouse-pool[bench]'" in error
+    assert "pip install '.[bench]'" in error
+
+
+@pytest.mark.server
+def test_without_psycopg_pool_a_postgres_run_says_what_it_left_out(
+        capsys, monkeypatch):
+    _require(Psycopg2Backend)
+    monkeypatch.setattr(pools, 'psycopg_pool', None)
+    monkeypatch.setattr(pools, '_PSYCOPG_POOL_ERROR', 'hidden by the test')
+    args = ['--url', POSTGRES_URL, '--scenario', 'S2', '--duration', '0.2']
+
+    status, report_ = run_json(capsys, *args)
+    assert status == 0
+    assert report_['left_out'] == {'psycopg_pool': (
+        "not installed (hidden by the test): pip install "
+        "'playhouse-pool[bench]' (in a clone: pip install '.[bench]')")}
+    s2 = by_id(report_)['S2']
+    assert 'psycopg_pool' not in s2['results']
+    against = [t for t in s2['targets'] if 'psycopg_pool' in t['target']]
+    assert len(against) == 2
+    assert all(t['pass'] is None and t['not_judged'] == 'psycopg_pool not '
+               'run' for t in against)
+
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out
+    assert 'left out: psycopg_pool, not installed' in table
+    assert table.count('n/a  psycopg_pool not run') == 2
+
+
+def test_the_table_says_which_way_each_ratio_is_better(capsys):
+    assert cli.main(['--scenario', 'S2', '--duration', '0.2']) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = next(line for line in table if line.lstrip().startswith('pool'))
+    [better] = [line for line in table if 'ours better if' in line]
+    # Under each compared column: req/s is better higher, waits lower.
+    for label, direction in [('req/s', '> 1x'), ('wait p50', '< 1x'),
+                             ('wait max', '< 1x')]:
+        end = header.index(label) + len(label)
+        assert better[end - len(direction):end] == direction
+    assert 'most/fewest' in header and len(better) < header.index(
+        'most/fewest')
+
+    status, report_ = run_json(capsys, '--scenario', 'S2', '--duration',
+                               '0.2')
+    assert by_id(report_)['S2']['better'] == {
+        'rps': 'higher', 'wait_p50_ms': 'lower', 'wait_p99_ms': 'lower',
+        'wait_max_ms': 'lower'}
+
+
+def test_on_sqlite_peewees_unfair_hand_back_is_explained_where_printed(
+        capsys):
+    assert cli.main(['--scenario', 'S2', '--duration', '0.2']) == 0
+    s2 = capsys.readouterr().out.split('\nS2  ', 1)[1]
+    note = ' '.join(s2[s2.index('note:'):].split())
+    assert 'peewee on SQLite: a thread that checks its connection in' in note
+
+
+@pytest.mark.parametrize('value, shown, verdict', [
+    (1.104, '1.10', 'PASS'), (1.1, '1.10', 'PASS'), (1.106, '1.11', 'FAIL')])
+def test_a_target_is_judged_on_the_figure_as_printed(value, shown, verdict):
+    scenario = replace(
+        SCENARIOS[0], metrics=(Metric('ratio', 'x floor', '%.2f'),),
+        checks=(Check('x floor <= 1.10 x lean', 'ratio', 1.10, True,
+                      'lean'),))
+    outcome = report.Outcome(scenario, scenario.title, results={
+        'playhouse_pool': {'ratio': value}, 'lean': {'ratio': 1.0}})
+    run = report.Run(Target.from_url(POSTGRES_URL), 1)
+
+    [row] = report.check_rows(run, outcome)
+    assert row[3] is (verdict == 'PASS')
+    [line] = [line for line in report.render(run, [outcome]).splitlines()
+              if 'target:' in line]
+    assert line.split()[-2:] == [shown, verdict]
 
 
 def test_the_networked_scenarios_say_why_they_are_skipped_on_sqlite(capsys):

@@ -179,7 +179,7 @@ def test_a_thread_failed_by_close_all_is_still_reclaimed_when_it_ends(
         forgetful = threading.Thread(target=fail_then_forget)
         forgetful.start()
         wait_until(lambda: db.pool_stats()['waiting'] == 1, what='waiter')
-        db.close_all()
+        db.close_all(timeout=10)        # a shutdown: waiters are failed
         assert failed.wait(10) and holding.wait(10)
         served = []
         waiter = threading.Thread(

@@ -9,7 +9,8 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import Psycopg2Backend, age, run_threads, settled, wait_until
+from conftest import (Psycopg2Backend, age, idle_records, run_threads,
+                      settled, wait_until)
 from test_housekeeping import open_idle
 
 SECRET = 'pw-4f1d9c-secret'
@@ -177,8 +178,7 @@ def test_warm_up_says_how_far_it_got_when_connects_fail(proxied):
 def test_each_connection_has_its_own_age_limit_below_stale_timeout(backend):
     db = backend.make_db(stale_timeout=100, max_connections=8)
     open_idle(db, 8)
-    limits = [entry[2].expires - entry[2].opened
-              for entry in db._connections]
+    limits = [record.expires - record.opened for record in idle_records(db)]
     assert len(limits) == 8
     assert all(95 <= limit < 100 for limit in limits)
     assert len(set(limits)) > 1
@@ -188,9 +188,9 @@ def test_idle_connections_past_their_age_are_replaced_by_the_housekeeper(
         backend):
     db = backend.make_db(stale_timeout=3600, max_connections=4)
     open_idle(db, 2)
-    old = [entry[2].conn for entry in db._connections]
-    for entry in db._connections:
-        age(entry[2], 7200)
+    old = [record.conn for record in idle_records(db)]
+    for record in idle_records(db):
+        age(record, 7200)
     db._housekeep()
     wait_until(lambda: db.pool_stats()['created'] == 4, what='replacements')
     settled(db)
@@ -244,7 +244,7 @@ def test_a_checkout_after_ping_after_sends_nothing(server_backend):
     db.connect()
     conn_id = server_backend.conn_id(db)
     db.close()
-    db._connections[0][2].returned -= 7200     # idle past ping_after
+    idle_records(db)[0].returned -= 7200      # idle past ping_after
     before = server_backend.last_activity(conn_id)
     db.connect()                                # no round trip
     assert server_backend.last_activity(conn_id) == before

@@ -6,7 +6,8 @@ import peewee
 import pytest
 
 import playhouse_pool as pp
-from conftest import DATABASE_ERRORS, age, run_threads, wait_until
+from conftest import (DATABASE_ERRORS, age, idle_records, run_threads,
+                      wait_until)
 
 
 def make_model(db, backend):
@@ -271,7 +272,7 @@ def test_stale_connection_met_at_checkout_is_replaced_by_a_worker(backend):
     db.connect()
     first = db.connection()
     db.close()
-    age(db._connections[0][2], 7200)
+    age(idle_records(db)[0], 7200)
     db.connect()                      # waits for the replacement
     assert db.connection() is not first
     assert db._is_closed(first)

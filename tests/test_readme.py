@@ -9,7 +9,7 @@ import pytest
 
 from conftest import (MYSQL_URL, POSTGRES_URL, MySQLBackend, Psycopg2Backend,
                       _require, _url_kwargs)
-from playhouse_pool import PooledDatabase
+from playhouse_pool import PooledDatabase, PooledSqliteDatabase
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / 'README.rst').read_text()
@@ -38,6 +38,14 @@ def test_readme_gives_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci_lines = (ROOT / '.ci' / 'run').read_text().splitlines()
     assert setup_commands()[1] in ci_lines
+
+
+def test_readme_names_every_key_pool_stats_returns(tmp_path):
+    section = README.split('What it tells you\n-----------------\n', 1)[1]
+    section = section.split('\n---', 1)[0]
+    db = PooledSqliteDatabase(str(tmp_path / 'stats.db'))
+    for key in db.pool_stats():
+        assert '``%s``' % key in section, key
 
 
 def test_readme_has_no_unfilled_placeholder():

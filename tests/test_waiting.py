@@ -96,12 +96,31 @@ def test_max_waiting_rejects_the_next_waiter_at_once(backend):
     assert db.pool_stats()['timeouts'] == 1
 
 
-def test_close_all_fails_every_waiter(backend):
+def test_close_all_serves_waiting_threads_with_new_connections(backend):
+    """As in peewee: close_all() closes every connection, and the threads
+    waiting for one are served by new connections."""
+    db = backend.make_db(max_connections=1, timeout=30)
+    db.connect()
+    old = db.connection()
+    outcome = []
+    threads = [start_waiter(db, 'w%d' % i, outcome) for i in range(3)]
+    assert db.close_all() == 1
+    for t in threads:
+        t.join(10)
+    assert [name for name, _ in outcome] == ['w0', 'w1', 'w2']
+    assert all(conn is not old and not isinstance(conn, Exception)
+               for _, conn in outcome)
+    stats = db.pool_stats()
+    assert (stats['waiting'], stats['timeouts'], stats['in_use']) == (0, 0, 0)
+
+
+def test_close_all_with_a_timeout_fails_every_waiter(backend):
+    """A graceful shutdown refuses checkouts: the waiting threads too."""
     db = backend.make_db(max_connections=1, timeout=30)
     db.connect()
     outcome = []
     threads = [start_waiter(db, 'w%d' % i, outcome) for i in range(3)]
-    db.close_all()
+    db.close_all(timeout=5)
     for t in threads:
         t.join(10)
     assert len(outcome) == 3

@@ -16,11 +16,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 from .crew import describe
 from .collectors import (COLLECTORS, PAIRED_RUNS, check_available,
                          with_collector)
-from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, load_baseline,
-                    pool_specs)
+from .pools import (COLLECTED, HOT_PATH_ONLY, PoolSpec, left_out,
+                    load_baseline, pool_specs)
 from .report import Outcome, Progress, Run, render, summary, to_json
 from .catalog import SCENARIOS, Context, Figures, Scenario
-from .target import Target, check_reachable
+from .target import Target, check_driver, check_reachable
 
 _EPILOG = '''\
 A/B: --baseline runs a second copy of playhouse_pool beside this one, as
@@ -35,9 +35,16 @@ needs no renaming. For an older commit:
 collector attached and collecting every 0.25 s (the row "ours+collector"),
 with a target for what it may cost.
 
-Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only.
+Ratios are ours / theirs: the row "ours better if" says, per column,
+whether below or above 1x is better for ours.
+
+Targets are set for Postgres: PASS/FAIL is printed for a Postgres URL only,
+and judges the figures as printed (to the digits shown).
 S3-S7 connect through a loopback proxy, so they need a networked database.
-Exit status: 0, or 1 if a scenario failed with an error, 2 for bad input.
+
+Exit status: 0 when every scenario ran, whatever its targets (a FAIL is a
+finding, not an error); 1 if a scenario failed with an error; 2 for bad
+input (a wrong URL, a missing driver or collector package).
 '''
 
 
@@ -178,6 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline: Optional[ModuleType] = None
         try:
             target = Target.from_url(url)
+            check_driver(target)
             check_reachable(target)
             if args.baseline:
                 baseline = load_baseline(args.baseline)
@@ -187,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print('error: %s' % describe(exc), file=sys.stderr)
             return 2
         run = Run(target, args.repeat, _describe_baseline(baseline),
-                  args.collector)
+                  args.collector, left_out(target))
         progress = Progress(sys.stderr)
         ctx = Context(target, args.iterations, args.duration,
                       progress.update)

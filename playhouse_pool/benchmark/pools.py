@@ -11,7 +11,8 @@ keepalive, so it gets only what it has. The pools:
   collecting (``--collector``, ``collectors.py``), in S1 and S2;
 - ``lean``: the lean reference (``lean.py``), in S1 and S2;
 - ``peewee``: peewee's own ``playhouse.pool``;
-- ``psycopg_pool``: for a Postgres URL, when installed.
+- ``psycopg_pool``: for a Postgres URL, when installed (else the report
+  says it was left out, and what to install: ``left_out``).
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ from playhouse import pool as peewee_pool
 
 from .. import backends as ours
 from .lean import LEAN_CLASSES
-from .target import Target
+from .target import BENCH_INSTALL, Target
 
 try:
     import psycopg_pool
-except ImportError:                      # optional: Postgres comparison only
+    _PSYCOPG_POOL_ERROR = ''
+except ImportError as exc:               # optional: Postgres comparison only
     psycopg_pool = None  # type: ignore[assignment]
+    _PSYCOPG_POOL_ERROR = str(exc)
 
 OURS, BASELINE, LEAN = 'playhouse_pool', 'baseline', 'lean'
 PEEWEE, PSYCOPG = 'peewee', 'psycopg_pool'
@@ -217,6 +220,16 @@ def pool_specs(target: Target, baseline: Optional[ModuleType] = None
     if target.kind == 'postgres' and psycopg_pool is not None:
         specs.append(PoolSpec(PSYCOPG, _build_psycopg_pool))
     return specs
+
+
+def left_out(target: Target) -> Dict[str, str]:
+    """The pools that would run on ``target`` but cannot here, and why
+    (saying what to install): the report names them, so that their rows
+    and the targets against them are not missing unexplained."""
+    if target.kind == 'postgres' and psycopg_pool is None:
+        return {PSYCOPG: 'not installed (%s): %s' % (_PSYCOPG_POOL_ERROR,
+                                                     BENCH_INSTALL)}
+    return {}
 
 
 # -- The A/B baseline ---------------------------------------------------------

@@ -14,7 +14,7 @@ import peewee
 from .. import __version__
 from .._redact import redact
 from .collectors import COLLECT_EVERY, COLLECTED_NOTE, COLLECTOR_NAMES
-from .pools import COLLECTED, OURS, PSYCOPG, psycopg_pool
+from .pools import COLLECTED, OURS, PEEWEE, PSYCOPG, psycopg_pool
 from .catalog import Check, Figures, Metric, Scenario
 from .target import Target
 
@@ -36,6 +36,8 @@ class Run:
     repeat: int
     baseline: Optional[str] = None      # where the baseline copy came from
     collector: Optional[str] = None     # --collector's kind
+    # Pools that would run on this target but could not, and why.
+    left_out: Dict[str, str] = field(default_factory=dict)
 
 
 class Progress:
@@ -86,9 +88,13 @@ def render(run: Run, outcomes: List[Outcome]) -> str:
         lines.append('ours+collector: ours with %s attached, collecting '
                      'every %g s' % (COLLECTOR_NAMES[run.collector],
                                      COLLECT_EVERY))
+    for name, why in run.left_out.items():
+        lines.append(textwrap.fill(
+            'left out: %s, %s; its rows and the targets against it are '
+            'missing.' % (name, why), 79, subsequent_indent='    '))
     for outcome in outcomes:
         lines.append('')
-        lines.extend(_render_outcome(run.target, outcome))
+        lines.extend(_render_outcome(run, outcome))
     return '\n'.join(lines) + '\n'
 
 
@@ -105,26 +111,39 @@ def _environment() -> Dict[str, Any]:
     return env
 
 
-def _render_outcome(target: Target, outcome: Outcome) -> List[str]:
+_BETTER = 'ours better if'      # the row saying which way each ratio is good
+
+
+def _render_outcome(run: Run, outcome: Outcome) -> List[str]:
     scenario = outcome.scenario
     lines = ['%s  %s' % (scenario.id, outcome.title)]
     if outcome.skipped:
         return lines + ['    skipped: ' + outcome.skipped]
     rows = [(name, figures, False)
             for name, figures in outcome.results.items()]
-    rows += [('ours / %s' % name, ratios, True)
-             for name, ratios in ratios_of(outcome).items()]
-    name_width = max(len(name) for name, _, _ in rows)
+    ratios = ratios_of(outcome)
+    rows += [('ours / %s' % name, figures, True)
+             for name, figures in ratios.items()]
+    name_width = max([len(name) for name, _, _ in rows]
+                     + [len(_BETTER) if ratios else 0])
     widths = [max(len(m.label), 8) for m in scenario.metrics]
     lines.append('    %-*s' % (name_width, 'pool') + ''.join(
         '  %*s' % (w, m.label) for m, w in zip(scenario.metrics, widths)))
     for name, figures, ratio in rows:
         lines.append('    %-*s' % (name_width, name)
                      + _cells(scenario.metrics, widths, figures, ratio))
-    lines.extend(_render_checks(target, outcome))
+    if ratios:
+        lines.append(('    %-*s' % (name_width, _BETTER) + ''.join(
+            '  %*s' % (w, ('> 1x' if m.higher_is_better else '< 1x')
+                       if m.compare else '')
+            for m, w in zip(scenario.metrics, widths))).rstrip())
+    lines.extend(_render_checks(run, outcome))
     note = scenario.note
     if PSYCOPG in outcome.results and scenario.psycopg_note:
         note = (note + ' ' + scenario.psycopg_note).strip()
+    if (run.target.kind == 'sqlite' and PEEWEE in outcome.results
+            and scenario.sqlite_note):
+        note = (note + ' ' + scenario.sqlite_note).strip()
     if COLLECTED in outcome.results:
         note = (note + ' ' + COLLECTED_NOTE).strip()
     if note:
@@ -141,9 +160,21 @@ def _cells(metrics: Sequence[Metric], widths: List[int], figures: Figures,
     for metric, width in zip(metrics, widths):
         value = figures.get(metric.key)
         text = '' if value is None else (
-            '%.2fx' % value if ratio else metric.fmt % value)
+            _times(value) if ratio else metric.fmt % value)
         cells.append('  %*s' % (width, text))
     return ''.join(cells).rstrip()
+
+
+def _times(ratio: float) -> str:
+    # Two decimals, or two significant digits below 0.1: 0.0017x, not 0.00x.
+    return ('%.2fx' if ratio == 0 or abs(ratio) >= 0.1 else '%.2gx') % ratio
+
+
+def better(scenario: Scenario) -> Dict[str, str]:
+    """Per compared metric, whether a higher or a lower figure is better
+    (so ours / theirs above or below 1)."""
+    return {m.key: 'higher' if m.higher_is_better else 'lower'
+            for m in scenario.metrics if m.compare}
 
 
 def ratios_of(outcome: Outcome) -> Dict[str, Figures]:
@@ -166,37 +197,50 @@ def _ratio(ours: float, theirs: float) -> Optional[float]:
     return ours / theirs if theirs and math.isfinite(theirs) else None
 
 
-CheckRow = Tuple[Check, Optional[float], float, Optional[bool]]
+# (check, value, limit, passed, why not judged). passed is None off
+# Postgres, without a value (an error) or when the pool it compares with
+# was left out (then "why not judged" names it).
+CheckRow = Tuple[Check, Optional[float], float, Optional[bool], str]
 
 
-def check_rows(target: Target, outcome: Outcome) -> List[CheckRow]:
-    """(check, value, limit, passed); passed is None off Postgres or
-    without a value (an error). Checks against a pool that did not run
-    (psycopg_pool not installed) are left out."""
+def check_rows(run: Run, outcome: Outcome) -> List[CheckRow]:
+    """The targets of ``outcome``'s scenario, judged. A figure is judged as
+    the table prints it (``_short``): 1.104 shows as 1.10, and passes
+    "<= 1.10". Checks of a row that did not run are left out, but for a
+    pool the run left out (``Run.left_out``), whose checks say so."""
     rows: List[CheckRow] = []
     if outcome.skipped:
         return rows
     for check in outcome.scenario.checks:
+        if check.versus in run.left_out:
+            rows.append((check, None, check.limit, None,
+                         '%s not run' % check.versus))
+            continue
         evaluated = check.evaluate(outcome.results)
         if evaluated is None:
             continue
         value, limit = evaluated
-        verdict = (check.passed(value, limit) if value is not None
-                   and target.kind == 'postgres' else None)
-        rows.append((check, value, limit, verdict))
+        verdict = (check.passed(_as_shown(value), _as_shown(limit))
+                   if value is not None and run.target.kind == 'postgres'
+                   else None)
+        rows.append((check, value, limit, verdict, ''))
     return rows
 
 
-def _render_checks(target: Target, outcome: Outcome) -> List[str]:
-    rows = check_rows(target, outcome)
-    width = max((len(check.text) for check, _, _, _ in rows), default=0)
+def _render_checks(run: Run, outcome: Outcome) -> List[str]:
+    rows = check_rows(run, outcome)
+    width = max((len(row[0].text) for row in rows), default=0)
     lines = []
-    for check, value, limit, verdict in rows:
+    for check, value, limit, verdict, why in rows:
         shown = 'n/a' if value is None else _short(value)
-        if check.floor is not None:
+        if check.floor is not None and not why:
             shown += ' (limit %s)' % _short(limit)
-        mark = ('PASS' if verdict else 'FAIL') if verdict is not None else (
-            '(postgres target)' if value is not None else '')
+        if why:
+            mark = why
+        elif verdict is not None:
+            mark = 'PASS' if verdict else 'FAIL'
+        else:
+            mark = '(postgres target)' if value is not None else ''
         lines.append(('    target: %-*s  %8s  %s' % (width, check.text,
                                                      shown, mark)).rstrip())
     return lines
@@ -206,6 +250,12 @@ def _short(value: float) -> str:
     if isinstance(value, int):          # a count
         return '%d' % value
     return '%.0f' % value if abs(value) >= 100 else '%.2f' % value
+
+
+def _as_shown(value: float) -> float:
+    """``value`` as the report prints it, for the verdict to agree with
+    the figures on the page."""
+    return float(_short(value))
 
 
 # -- JSON ---------------------------------------------------------------------
@@ -220,15 +270,17 @@ def to_json(run: Run, outcomes: List[Outcome]) -> str:
             'results': outcome.results,
             'ratios': {'%s/%s' % (OURS, name): ratios
                        for name, ratios in ratios_of(outcome).items()},
+            'better': better(outcome.scenario),
             'targets': [{'target': check.text, 'value': value,
-                         'limit': limit, 'pass': verdict}
-                        for check, value, limit, verdict
-                        in check_rows(run.target, outcome)],
+                         'limit': limit, 'pass': verdict,
+                         'not_judged': why or None}
+                        for check, value, limit, verdict, why
+                        in check_rows(run, outcome)],
         })
     report = {'benchmark': 'playhouse_pool', 'version': __version__,
               'url': redact(run.target.url), 'backend': run.target.kind,
               'repeat': run.repeat, 'baseline': run.baseline,
-              'collector': run.collector,
+              'collector': run.collector, 'left_out': run.left_out,
               'environment': _environment(), 'scenarios': scenarios}
     return json.dumps(_finite(report), indent=2)
 

@@ -1,6 +1,7 @@
 """The database under test: where to connect, parsed from ``--url``."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Tuple
 from urllib.parse import urlparse
@@ -12,6 +13,16 @@ _KINDS = {'postgres': 'postgres', 'postgresql': 'postgres',
           'postgresext': 'postgres', 'postgresqlext': 'postgres',
           'mysql': 'mysql', 'sqlite': 'sqlite', 'sqliteext': 'sqlite'}
 _DEFAULT_PORTS = {'postgres': 5432, 'mysql': 3306}
+
+# How to install every driver and pool the benchmark runs: the package's
+# "bench" extra. By name, pip reads the extras of the installed
+# playhouse-pool, from an index or a clone alike; by path, in a clone.
+BENCH_INSTALL = ("pip install 'playhouse-pool[bench]' (in a clone: pip "
+                 "install '.[bench]')")
+# The driver peewee connects a target with: (what to call it, the modules
+# peewee tries, in its order).
+_DRIVERS = {'postgres': ('psycopg2', ('psycopg2',)),
+            'mysql': ('pymysql (or mysqlclient)', ('pymysql', 'MySQLdb'))}
 
 PLAIN_CLASSES = {'postgres': peewee.PostgresqlDatabase,
                  'mysql': peewee.MySQLDatabase,
@@ -70,6 +81,23 @@ class Target:
                  'password': 'password'}
         given = {names[k]: v for k, v in self.params.items() if k in names}
         return psycopg.conninfo.make_conninfo(dbname=self.database, **given)
+
+
+def check_driver(target: Target) -> None:
+    """ImportError naming what to install if peewee has no driver for
+    ``target`` (peewee's own error would only say "driver not found")."""
+    if target.kind not in _DRIVERS:
+        return
+    name, modules = _DRIVERS[target.kind]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError as exc:
+            error = exc
+    raise ImportError('--url %s:// needs %s, not installed: %s'
+                      % (urlparse(target.url).scheme, name, BENCH_INSTALL)
+                      ) from error
 
 
 def check_reachable(target: Target) -> None:
