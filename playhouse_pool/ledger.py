@@ -54,6 +54,9 @@ class Ledger(Sweeps):
         self.closing = 0      # slots held by a close under way
         self.replacing = 0    # of which a replacement opens next
         self.draining = 0     # close_all(timeout) calls waiting
+        # Jobs among those above (opening, busy, replacing) whose I/O ran
+        # past its deadline with nothing to cut it short: not counted on.
+        self.overdue_jobs = 0
         # init() lowered max_connections below what is open: check-ins
         # close connections (and freed slots go unused) until it holds.
         self.shrinking = False
@@ -76,6 +79,7 @@ class Ledger(Sweeps):
         self.n_created = self.n_closed = self.n_checkouts = 0
         self.n_timeouts = self.n_reclaimed = self.n_recycled = 0
         self.n_recovered = self.n_connect_errors = 0
+        self.n_io_timeouts = 0
         self.use_total = self.connect_total = 0.0
         self.wait_total = 0.0
 
@@ -184,8 +188,11 @@ class Ledger(Sweeps):
 
     def _coming(self) -> int:
         """Connections on their way to the waiters: connects under way
-        (replacements included) and connections out for a ping or reset."""
-        return len(self.opening) + self.replacing + self.busy
+        (replacements included) and connections out for a ping or reset,
+        less those overdue (a connect that may never end is not on its
+        way)."""
+        return (len(self.opening) + self.replacing + self.busy
+                - self.overdue_jobs)
 
     def _open_job(self, deadline: Optional[float] = math.inf) -> Job:
         job = Job(Job.OPEN, None, self.epoch, deadline)
@@ -194,25 +201,33 @@ class Ledger(Sweeps):
 
     def timed_out(self, waiter: Waiter, now: float
                   ) -> Tuple[bool, Optional[BaseException],
-                             Optional[DryPool]]:
+                             Optional[DryPool], str]:
         """The waiter's deadline passed. Returns (give up?, the connect
         error of the moment if connects are failing, the pool's figures for
-        the error's message). It does not give up
-        if it was served meanwhile, or if a connect it counts on is still
-        under way and nothing failed: then it waits for that connect's
-        verdict (the connection, or its error), as a thread that connected
-        itself would have. ``timeout`` bounds waiting for a connection to
-        come free, not a connect that is in progress."""
+        the error's message, what it waited for in a few words). It gives
+        up unless it was served meanwhile: whatever it counted on, a connect
+        under way included (DESIGN.md rule 9). A connection that comes
+        later goes to the next waiter or the heap."""
         with self.lock:
             if waiter not in self.waiters:
-                return False, None, None
-            if (self.failing is None
-                    and self.waiters.index(waiter) < self._coming()):
-                return False, None, None
+                return False, None, None, ''
+            awaited = self._awaited(waiter, now)
             self.waiters.remove(waiter)
             self._count_timeout()
             self.wait_total += now - waiter.since
-            return True, self.failing, self._dry()
+            return True, self.failing, self._dry(), awaited
+
+    def _awaited(self, waiter: Waiter, now: float) -> str:
+        # What was on its way to this waiter: the connects under way cover
+        # the first waiters, then connections out for a ping or reset.
+        position = self.waiters.index(waiter)
+        connects = [job for job in self.opening if not job.overdue]
+        if position < len(connects):
+            return 'a connect under way (no answer for %.1fs)' % (
+                now - min(job.started for job in connects))
+        if position < self._coming():
+            return 'a connection being checked or replaced'
+        return 'a connection to be checked in'
 
     def _dry(self) -> DryPool:
         """The figures a refused checkout's message gives, with the
@@ -378,6 +393,7 @@ class Ledger(Sweeps):
         the first waiter or the heap; or, if the pool was closed meanwhile,
         to be closed."""
         with self.lock:
+            self._settle(job)
             self.opening.remove(job)
             self.n_created += 1
             self.connect_total += took
@@ -408,6 +424,7 @@ class Ledger(Sweeps):
         job's own deadline comes, every waiter whose deadline is as near.
         """
         with self.lock:
+            self._settle(job)       # a retry is a new attempt, on its way
             self.failing = error
             self.n_connect_errors += 1
             if self.events.listeners:
@@ -420,9 +437,8 @@ class Ledger(Sweeps):
                         break
             timed_out: List[Waiter] = []
             if retryable and job.epoch == self.epoch:
-                # Waiters whose time is up (some may have waited on past
-                # it for this connect: see timed_out) hear that the pool
-                # could not connect.
+                # Waiters whose time is up (or about to be) hear that the
+                # pool could not connect.
                 for waiter in list(self.waiters):
                     if (waiter.deadline is not None
                             and waiter.deadline <= now + margin):
@@ -462,6 +478,7 @@ class Ledger(Sweeps):
     def cancelled(self, job: Job) -> Jobs:
         """An open job that will not run (its pool was closed)."""
         with self.lock:
+            self._settle(job)
             self.opening.remove(job)
             return self._start_for_waiters()
 
@@ -469,6 +486,7 @@ class Ledger(Sweeps):
         """A close finished. A REPLACE job goes on to open the replacement
         in the same slot (returned as a job to run at once)."""
         with self.lock:
+            self._settle(job)
             self.closing -= 1
             self._count_closed(1)
             if job.kind == Job.REPLACE:
@@ -481,6 +499,7 @@ class Ledger(Sweeps):
     def pinged(self, job: Job, alive: bool, now: float) -> Jobs:
         """A keepalive ping, or a reset of a reclaimed connection, ended."""
         with self.lock:
+            self._settle(job)
             record = job.record
             assert record is not None
             self.busy -= 1
@@ -494,6 +513,28 @@ class Ledger(Sweeps):
                 self.closing += 1
                 return [Job(Job.CLOSE, record, self.epoch)]
             return [self._retire(record, now)]
+
+    def overdue(self, jobs: List[Optional[Job]], count: int) -> Jobs:
+        """``count`` pieces of the pool's own I/O ran past their deadline
+        (the watchdog's, workers.py); ``jobs``: those of them under way for
+        a job that nothing could cut short. Waiters stop counting on those
+        (their slots stay held: the connection may exist on the server),
+        and get connects of their own where slots are free. The caller
+        holds the watchdog's lock, so each job is still under way."""
+        with self.lock:
+            self.n_io_timeouts += count
+            for job in jobs:
+                if (job is not None and job.kind != Job.CLOSE
+                        and not job.overdue):
+                    job.overdue = True
+                    self.overdue_jobs += 1
+            return self._start_for_waiters()
+
+    def _settle(self, job: Job) -> None:
+        # A job reports back: if overdue, it is counted on no more.
+        if job.overdue:
+            job.overdue = False
+            self.overdue_jobs -= 1
 
     def _slot_freed(self, now: float) -> Jobs:
         """A slot came free: waiters that nothing on its way covers get a
@@ -511,10 +552,11 @@ class Ledger(Sweeps):
         return jobs
 
     def _fill(self, now: float) -> Jobs:
-        """Open connections up to min_connections (never above the max)."""
+        """Open connections up to min_connections (never above the max).
+        One being replaced counts: its replacement opens in its slot."""
         jobs: Jobs = []
         minimum = self.options.min_connections
-        while (self.started and self.open_count() < minimum
+        while (self.started and self.open_count() + self.replacing < minimum
                and self._has_free_slot() and not self.shrinking
                and not self.draining):
             jobs.append(self._open_job())
@@ -574,5 +616,6 @@ class Ledger(Sweeps):
                 'use_seconds': self.use_total,
                 'connect_seconds': self.connect_total,
                 'connect_errors': self.n_connect_errors,
+                'io_timeouts': self.n_io_timeouts,
                 'wait_seconds': self.wait_total,
             }

@@ -1,7 +1,8 @@
 """Opening a connection, as a pool worker does it: the connect keywords'
-callables called (and never stored), the database's own connect, the
-server version, the user's ``configure``, the readability probe; and the
-messages that name the database, never with a secret.
+callables called (and never stored), the driver's own connect timeouts where
+the user set none, the database's own connect, the server version, the
+user's ``configure``, the readability probe; and the messages that name the
+database, never with a secret.
 
 ``ConnectionOpening`` is a mixin of ``PooledDatabase`` (pool.py), which
 calls ``_new_connection`` from its workers (workers.py) and closes with
@@ -17,11 +18,14 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import peewee
 from peewee import OperationalError
 
-from ._options import PoolOptions
+from ._options import IO_GRACE, PoolOptions
 from ._probe import probe_for
 from ._redact import redact
 from .errors import ConfigureError
 from .records import PoolConnection
+
+if TYPE_CHECKING:
+    from .workers import Socket, Watchdog
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -35,6 +39,7 @@ class ConnectionOpening:
     if TYPE_CHECKING:
         # The pooled database's and peewee's, which this builds on.
         _pool_options: PoolOptions
+        _watchdog: 'Watchdog'
         _connect_params: Dict[str, Any]
         database: Any
         server_version: Any
@@ -43,6 +48,7 @@ class ConnectionOpening:
         def _close(self, conn: Any) -> None: ...
         def _set_server_version(self, conn: Any) -> None: ...
         def _fileno(self, conn: Any) -> Optional[int]: ...
+        def _socket(self, conn: Any) -> Optional['Socket']: ...
         def conn_key(self, conn: Any) -> Any: ...
 
     def _init_opening(self) -> None:
@@ -66,23 +72,58 @@ class ConnectionOpening:
     def connect_params(self, params: Dict[str, Any]) -> None:
         self._connect_params = params
 
+    # -- The driver's own limits (backends override) --------------------------
+
+    def _connect_timeouts(self, params: Dict[str, Any],
+                          seconds: float) -> Dict[str, Any]:
+        """The driver's connect keywords that end a connect attempt (the
+        handshake included) within about ``seconds``, for those of them
+        ``params`` (the user's keywords) does not set: the pool adds them to
+        its own connects (DESIGN.md rule 9). None by default."""
+        return {}
+
+    def _restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None:
+        """Undo, on the new connection, what of ``added`` would outlive the
+        connect (a read timeout), so the user's statements run with their
+        own settings."""
+
     # -- Opening (on workers, outside every lock) ---------------------------
 
     def _new_connection(self) -> PoolConnection:
-        """Open, set up and wrap a connection (a worker calls this). Raises
-        the driver's error (as peewee's) or ConfigureError."""
+        """Open, set up and wrap a connection (a worker calls this), within
+        the pool's deadline for it. Raises the driver's error (as peewee's)
+        or ConfigureError."""
         params = self._connect_params
-        providers = [k for k, v in params.items() if _is_provider(v)]
-        if providers:
-            # Secrets stay in this frame and the driver: never stored.
-            self._resolved.params = {
-                k: (v() if k in providers else v) for k, v in params.items()}
+        # Secrets stay in this frame and the driver: never stored.
+        resolved = {k: (v() if _is_provider(v) else v)
+                    for k, v in params.items()}
+        seconds = self._pool_options.io_seconds
+        added = self._connect_timeouts(resolved, seconds)
+        resolved.update(added)
+        # The driver's own limit ends a silent connect; the watch is the
+        # backstop, and cuts short what runs on the new connection next.
+        with self._watchdog.watch(None, seconds + IO_GRACE) as watch:
+            self._resolved.params = resolved
+            try:
+                with _driver_errors:
+                    conn = self._connect()
+            finally:
+                self._resolved.params = None
+            watch.attach(self._socket(conn))
+            record = self._set_up(conn, added)
+        if watch.cut:
+            self._close_raw(conn)
+            raise OperationalError(
+                'playhouse_pool: a new connection to %s did not finish '
+                'setting up within %.3gs' % (self._safe_name(), seconds))
+        return record
+
+    def _set_up(self, conn: Any, added: Dict[str, Any]) -> PoolConnection:
+        """What follows a connect: the pool's connect-only limits undone,
+        the server version, ``configure``, the probe. Closes ``conn`` if any
+        of it fails."""
         try:
-            with _driver_errors:
-                conn = self._connect()
-        finally:
-            self._resolved.params = None
-        try:
+            self._restore_timeouts(conn, added)
             if self.server_version is None:
                 with _driver_errors:
                     self._set_server_version(conn)

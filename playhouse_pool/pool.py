@@ -6,8 +6,9 @@ The rooms behind it, each with one job:
   slots, waiters) under one lock, with no I/O; the one place a returned
   connection goes to a waiter.
 * ``workers.py``: who opens, closes, pings and resets connections (pool
-  workers, never the thread of a request), and the housekeeper that ages,
-  keeps alive, evicts and refills.
+  workers, never the thread of a request), the housekeeper that ages,
+  keeps alive, evicts and refills, and the watchdog that ends the pool's own
+  I/O at its deadline.
 * ``guards.py``: thread guards that reclaim a dead thread's connection, and
   the fork handler.
 * ``opening.py``: opening one connection, as a worker does (callable
@@ -32,7 +33,7 @@ import playhouse
 from peewee import InterfaceError, OperationalError
 
 from . import guards
-from ._options import PoolOptions, pop_options, seconds
+from ._options import IO_GRACE, PoolOptions, pop_options, seconds
 from ._redact import redact
 from .context import ExecutionContext
 from .errors import pool_exhausted
@@ -41,9 +42,14 @@ from .ledger import Ledger
 from .opening import ConnectionOpening, _driver_errors
 from .records import Jobs, PoolConnection, Waiter, wall_clock
 from .recovery import UNPROVEN, FirstStatementRecovery
-from .workers import Housekeeper, Workers, housekeep, log_reclaimed
+from .workers import (Housekeeper, Socket, Watch, Watchdog, Workers,
+                      housekeep, log_reclaimed, socket_of)
 
 logger = logging.getLogger('playhouse_pool')
+
+# A checkout's ping (ping_after=0) may take this long at least, whatever is
+# left of its timeout.
+_SHORTEST_PING = 0.25
 
 # peewee's base hook for each connect: it has no body, so the checkout path
 # skips it unless a subclass (or the instance) gives it one.
@@ -68,8 +74,10 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
     flags (no I/O), ``_can_reuse(conn)`` cleans one at check-in (False:
     close it), ``conn_key(conn)`` names one. A backend adds what its driver
     can tell cheaply: ``_fileno(conn)`` (the socket, for the zero-timeout
-    readability probe) and ``_ping(conn)`` (a round trip that never
-    reconnects); see backends.py. Combined by hand with a peewee database
+    readability probe, and for cutting short the pool's own I/O on a silent
+    connection), ``_ping(conn)`` (a round trip that never reconnects) and
+    ``_connect_timeouts(params, seconds)`` (the driver's keywords that end a
+    silent connect); see backends.py. Combined by hand with a peewee database
     of a family this package knows (``class P(PooledDatabase,
     PostgresqlDatabase)``, MySQL, SQLite, APSW, ...), the class is given
     that family's hooks, as if it had been declared with this package's
@@ -95,6 +103,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._ledger = Ledger(self._pool_options, self._events)
         self._workers: Optional[Workers] = None
         self._housekeeper: Optional[Housekeeper] = None
+        self._watchdog = Watchdog()
         # Reentrant, as the ledger's lock: close_all() may run in a signal
         # handler that interrupted this thread while it held it.
         self._start_lock = threading.RLock()
@@ -203,22 +212,27 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         peewee itself sends statements); with no flag, a DB-API
         ``rollback()`` is always right (a round trip); an object with
         neither is trusted, as peewee's pool trusts it. With
-        ``reset_session`` a new connection is the reset."""
+        ``reset_session`` a new connection is the reset. A rollback is
+        bounded by the pool's deadline (rule 9) where ``_fileno`` shows the
+        socket."""
         if self._pool_options.reset_session:
             return False
         flag = getattr(conn, 'in_transaction', None)
         if isinstance(flag, bool):
             if flag:
                 rollback = getattr(conn, 'rollback', None)
-                if callable(rollback):
-                    rollback()
-                else:
-                    conn.cursor().execute('ROLLBACK')
-                return not conn.in_transaction
+                with self._bounded(conn) as watch:
+                    if callable(rollback):
+                        rollback()
+                    else:
+                        conn.cursor().execute('ROLLBACK')
+                return not watch.cut and not conn.in_transaction
             return True
         rollback = getattr(conn, 'rollback', None)
         if callable(rollback):
-            rollback()
+            with self._bounded(conn) as watch:
+                rollback()
+            return not watch.cut
         return True
 
     def conn_key(self, conn: Any) -> Any:
@@ -328,7 +342,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         got = self._ledger.checkout(owner, now, now)
         if type(got) is not PoolConnection:
             got = self._checkout_slowly(owner, now, got)
-        elif not self._usable(got, now):       # handed to a worker
+        elif not self._usable(got, now, now):  # handed to a worker
             got = self._checkout_slowly(owner, now, None)
         if self._pool_options.leak_timeout is not None:
             got.stack = _caller_stack()
@@ -357,17 +371,19 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 got = self._ledger.checkout(owner, time.monotonic(), start,
                                             True)
                 continue
-            if self._usable(got, time.monotonic()):
+            if self._usable(got, time.monotonic(), start):
                 return got
             got = None
 
-    def _usable(self, record: PoolConnection, now: float) -> bool:
-        """May this connection, just checked out, be handed to the user?
-        Its local status flags, its age, and one zero-timeout poll of its
-        socket (readable: the server said something, an error or EOF, on
-        an idle connection): no round trip, unless ``ping_after=0`` asks
-        for one. One that fails goes to a worker to be replaced (or
-        pinged), and the checkout looks again."""
+    def _usable(self, record: PoolConnection, now: float,
+                start: float) -> bool:
+        """May this connection, just checked out (by a checkout that began
+        at ``start``), be handed to the user? Its local status flags, its
+        age, and one zero-timeout poll of its socket (readable: the server
+        said something, an error or EOF, on an idle connection): no round
+        trip, unless ``ping_after=0`` asks for one. One that fails goes to
+        a worker to be replaced (or pinged), and the checkout looks
+        again."""
         try:
             conn = record.conn
             if self._is_closed(conn):
@@ -378,7 +394,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 logger.debug('Connection %x is past its age, replacing it.',
                              record.key)
             elif self._pool_options.ping_after == 0:
-                if self._ping(conn):
+                if self._answers(conn, start):
                     return True
                 logger.info('Connection %x failed its ping, replacing it.',
                             record.key)
@@ -393,10 +409,41 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._submit(self._ledger.retire(record, now))
         return False
 
+    def _answers(self, conn: Any, start: float) -> bool:
+        """``ping_after=0``'s round trip at checkout, cut short at the
+        pool's deadline for its own I/O or the checkout's, whichever comes
+        first (rule 9); a checkout at its deadline still gets a moment."""
+        options = self._pool_options
+        limit = options.io_seconds
+        wait = options.wait_seconds
+        if wait is not None:
+            limit = min(limit, max(start + wait - time.monotonic(),
+                                   _SHORTEST_PING))
+        with self._watchdog.watch(self._socket(conn), limit) as watch:
+            alive = self._ping(conn)
+        return alive and not watch.cut
+
+    def _timed_out(self, awaited: str) -> str:
+        """Why a waiter gave up, for its MaxConnectionsExceeded: what it
+        waited for (the ledger's few words) and for how long it might."""
+        timeout = self._pool_options.timeout
+        if timeout is None:
+            return ('timed out waiting for %s (timeout=None: one connect '
+                    'attempt, %.3gs)' % (awaited, self._pool_options.io_seconds
+                                         + IO_GRACE))
+        return 'timed out waiting for %s within timeout=%ss' % (awaited,
+                                                                timeout)
+
     def _wait(self, waiter: Waiter) -> Optional[PoolConnection]:
-        """Sleep until handed a connection or failed."""
+        """Sleep until handed a connection or failed, or until the deadline
+        (rule 9). Without a ``timeout`` the thread waits only when a connect
+        was started for it (or something else is on its way to it): for as
+        long as one connect attempt may take, plus a little."""
         deadline = waiter.deadline
-        timeout = math.inf if deadline is None else deadline - time.monotonic()
+        if deadline is None:
+            deadline = (waiter.since + self._pool_options.io_seconds
+                        + IO_GRACE)
+        timeout = deadline - time.monotonic()
         try:
             signalled = waiter.wait(timeout)
         except BaseException:              # a signal handler, gevent.Timeout
@@ -406,16 +453,16 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
             raise
         if not signalled:
             now = time.monotonic()
-            gave_up, failing, dry = self._ledger.timed_out(waiter, now)
+            gave_up, failing, dry, awaited = self._ledger.timed_out(
+                waiter, now)
             if gave_up:
                 if failing is not None:
                     raise self._could_not_connect(failing)
                 assert dry is not None
-                raise pool_exhausted(
-                    'timed out: no connection came free within timeout=%ss'
-                    % self._pool_options.timeout, now - waiter.since, dry)
-            # Served as the deadline came (its signal is released, under
-            # the lock, so by now), or waiting on for a connect under way.
+                raise pool_exhausted(self._timed_out(awaited),
+                                     now - waiter.since, dry)
+            # Served as the deadline came: its signal is released, under
+            # the lock, so by now.
             waiter.wait(math.inf)
         error = waiter.error
         if error is not None:
@@ -446,6 +493,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
                 # Recorded once running: a KeyboardInterrupt in start()
                 # leaves none, and the next checkout starts one.
                 housekeeper = Housekeeper(self)
+                self._watchdog.wake = housekeeper.wake
                 try:
                     housekeeper.start()
                 except BaseException:   # it may be running: not twice
@@ -480,8 +528,25 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         seconds until the next."""
         return housekeep(self)
 
+    def _bounded(self, conn: Any) -> Watch:
+        """A watch over the pool's own I/O on ``conn`` (rule 9), to be
+        entered on the thread that does it: past ``io_seconds`` its socket
+        is shut down, so the driver call fails. ``with
+        self._bounded(conn) as watch: ...``, then ``watch.cut``."""
+        return self._watchdog.watch(self._socket(conn),
+                                    self._pool_options.io_seconds)
+
+    def _socket(self, conn: Any) -> Optional[Socket]:
+        """``conn``'s socket, for the watchdog to shut down; None if it
+        shows none."""
+        try:
+            return socket_of(self._fileno(conn))
+        except Exception:
+            return None
+
     def _reset(self, conn: Any) -> bool:
-        """Check-in clean-up, outside the lock; never raises."""
+        """Check-in clean-up, outside the lock, its round trips within the
+        pool's deadline (backends watch them); never raises."""
         try:
             return self._can_reuse(conn)
         except Exception:
@@ -620,6 +685,7 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         self._ledger = Ledger(self._pool_options, self._events)
         self._workers = None
         self._housekeeper = None
+        self._watchdog = Watchdog()
         self._start_lock = threading.RLock()
         self._guards = threading.local()
         # The forking thread's connection was the parent's: it goes, and so
@@ -638,8 +704,10 @@ class PooledDatabase(ConnectionOpening, FirstStatementRecovery):
         (total seconds threads spent waiting), ``use_seconds`` (total
         seconds connections were held, counted at check-in),
         ``connect_seconds`` (total seconds the connects that succeeded
-        took) and ``connect_errors`` (failed connect attempts, retries
-        included) only grow.
+        took), ``connect_errors`` (failed connect attempts, retries
+        included) and ``io_timeouts`` (the pool's own connects, pings,
+        resets and closes that did not end within their deadline: cut
+        short, or no longer counted on) only grow.
         """
         return self._ledger.stats()
 

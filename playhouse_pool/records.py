@@ -66,12 +66,15 @@ class Job:
     a dead thread left behind. Its slot is reserved until it reports back.
 
     ``deadline`` (OPEN jobs): None, one attempt; a time, retry until then;
-    inf, retry until it succeeds or the pool is closed.
+    inf, retry until it succeeds or the pool is closed. ``overdue``: its
+    I/O ran past the pool's deadline for it and nothing could cut it short
+    (workers.Watchdog): waiters no longer count on it, though its slot stays
+    held until it reports back.
     """
     OPEN, CLOSE, REPLACE, PING, RESET = 'open', 'close', 'replace', 'ping', \
         'reset'
     __slots__ = ('kind', 'record', 'deadline', 'epoch', 'attempts',
-                 'started')
+                 'started', 'overdue')
 
     def __init__(self, kind: str, record: Optional[PoolConnection],
                  epoch: int, deadline: Optional[float] = math.inf) -> None:
@@ -81,6 +84,7 @@ class Job:
         self.deadline = deadline
         self.attempts = 0
         self.started = time.monotonic()
+        self.overdue = False
 
 
 class Waiter:

@@ -27,6 +27,7 @@ class Sweeps:
         out: Dict[int, PoolConnection]
         waiters: Deque[Waiter]
         closing: int
+        replacing: int
         draining: int
         warming: int
         shrinking: bool
@@ -219,7 +220,9 @@ class Sweeps:
         """Connections idle longer than ``idle_timeout``, longest idle
         first, down to min_connections: closed by workers."""
         with self.lock:
-            spare = self.open_count() - self.options.min_connections
+            # One being replaced counts: its replacement opens in its slot.
+            spare = (self.open_count() + self.replacing
+                     - self.options.min_connections)
             cutoff = now - idle_timeout
             expired = sorted((e[2] for e in self.idle
                               if e[2].returned < cutoff),
