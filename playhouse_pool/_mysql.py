@@ -9,8 +9,11 @@ is found from the connection's class, once per class.
 
 Per checkout the pool uses ``is_closed`` (local flags) and a zero-timeout
 poll of ``fileno``; per check-in ``server_status`` (is a transaction open:
-roll back only then) and, with ``reset_session``, ``reset``.
+roll back only then) and, with ``reset_session``, ``reset``. Each of its own
+connects gets the driver's connect timeouts the user did not set
+(``connect_timeouts``, undone once connected where they would outlive it).
 """
+import math
 import socket
 import weakref
 from typing import Any, Dict, Optional
@@ -63,6 +66,20 @@ class Driver:
         """COM_RESET_CONNECTION; False where the driver cannot send it."""
         return False
 
+    def connect_timeouts(self, params: Dict[str, Any],
+                         seconds: float) -> Dict[str, Any]:
+        """The connect keywords that end a connect (its handshake included)
+        within about ``seconds``, for those ``params`` does not set."""
+        return {}
+
+    def restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None:
+        """Undo what of ``added`` would outlive the connect."""
+
+
+def _whole_seconds(seconds: float) -> int:
+    # The C libraries and mysql-connector take whole seconds.
+    return max(1, math.ceil(seconds))
+
 
 class PyMySQL(Driver):
     """pymysql: ``open`` turns false when a reply fails; ``server_status``
@@ -93,6 +110,27 @@ class PyMySQL(Driver):
         read_ok()
         return True
 
+    def connect_timeouts(self, params: Dict[str, Any],
+                         seconds: float) -> Dict[str, Any]:
+        # connect_timeout covers the TCP connect only: the handshake reads
+        # and writes under read_timeout and write_timeout, which then stay
+        # for every statement, so restore_timeouts undoes those.
+        added: Dict[str, Any] = {}
+        if 'connect_timeout' not in params:
+            added['connect_timeout'] = seconds
+        for name in ('read_timeout', 'write_timeout'):
+            if params.get(name) is None:
+                added[name] = seconds
+        return added
+
+    def restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None:
+        # pymysql sets its socket's timeout from these before each read or
+        # write.
+        if 'read_timeout' in added:
+            conn._read_timeout = None
+        if 'write_timeout' in added:
+            conn._write_timeout = None
+
 
 class MySQLdb(Driver):
     """mysqlclient: ``fileno()`` is its socket; the status flags and the
@@ -122,6 +160,14 @@ class MySQLdb(Driver):
 
     def reset(self, conn: Any) -> bool:
         return _mysqlclient.reset_connection(conn)
+
+    def connect_timeouts(self, params: Dict[str, Any],
+                         seconds: float) -> Dict[str, Any]:
+        # The C library's connect timeout covers the TCP connect and the
+        # wait for the server's greeting.
+        if 'connect_timeout' in params:
+            return {}
+        return {'connect_timeout': _whole_seconds(seconds)}
 
 
 class MySQLConnector(Driver):
@@ -159,6 +205,20 @@ class MySQLConnector(Driver):
 
     def reset(self, conn: Any) -> bool:
         return bool(conn.cmd_reset_connection())
+
+    def connect_timeouts(self, params: Dict[str, Any],
+                         seconds: float) -> Dict[str, Any]:
+        # connection_timeout (alias connect_timeout) covers the handshake.
+        if 'connection_timeout' in params or 'connect_timeout' in params:
+            return {}
+        return {'connection_timeout': _whole_seconds(seconds)}
+
+    def restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None:
+        # The pure connection's socket: older releases kept the connect
+        # timeout on it for every statement (newer ones clear it).
+        sock = getattr(conn, '_socket', None)
+        if sock is not None and hasattr(sock, 'set_connection_timeout'):
+            sock.set_connection_timeout(None)
 
 
 def connector_connect_error(exc: Exception) -> Exception:
@@ -224,14 +284,29 @@ class MariaDBConnector(Driver):
         conn.reset()
         return True
 
+    def connect_timeouts(self, params: Dict[str, Any],
+                         seconds: float) -> Dict[str, Any]:
+        # Connector/C's connect timeout covers the TCP connect and the wait
+        # for the server's greeting.
+        if 'connect_timeout' in params:
+            return {}
+        return {'connect_timeout': _whole_seconds(seconds)}
+
 
 _GENERIC = Driver()
 # By the top-level package of the connection's class (or a base class).
 MARIADB = MariaDBConnector()
+MYSQL_CONNECTOR = MySQLConnector()
 _BY_PACKAGE: Dict[str, Driver] = {
-    'pymysql': PyMySQL(), 'MySQLdb': MySQLdb(), 'mysql': MySQLConnector(),
+    'pymysql': PyMySQL(), 'MySQLdb': MySQLdb(), 'mysql': MYSQL_CONNECTOR,
     'mariadb': MARIADB}
 _BY_CLASS: Dict[type, Driver] = {}
+
+
+def driver_named(module: str) -> Driver:
+    """The driver hooks for the driver module named ``module`` (the generic
+    ones if unknown)."""
+    return _BY_PACKAGE.get(module.partition('.')[0], _GENERIC)
 
 
 def driver_of(conn: Any) -> Driver:

@@ -9,6 +9,17 @@ from typing import Any, Dict, Optional
 
 _UNSET: Any = object()
 
+# How long each piece of the pool's own I/O may take (a connect attempt, a
+# ping, a check-in rollback or reset, a close; rule 9): ``timeout``
+# where one is given, kept between these. The floor is libpq's: it counts
+# connect_timeout in whole seconds and treats less than 2 as 2. The ceiling
+# keeps a slot held by silence short, whatever a request may wait.
+IO_SECONDS_MIN = 2.0
+IO_SECONDS_MAX = 10.0
+# The pool's watch of a connect ends this much after the driver's own limit
+# (which may be rounded up to whole seconds) would have ended it.
+IO_GRACE = 1.0
+
 
 def _whole(name: str, value: Any, *, allow_none: bool) -> Optional[int]:
     if value is None and allow_none:
@@ -80,6 +91,15 @@ class PoolOptions:
         if self.timeout is None:
             return None
         return self.timeout or math.inf    # peewee's meaning: 0 waits forever
+
+    @property
+    def io_seconds(self) -> float:
+        """How long each piece of the pool's own I/O may take, in seconds:
+        ``timeout`` kept between IO_SECONDS_MIN and IO_SECONDS_MAX (the
+        maximum when there is none, or it is 0)."""
+        if not self.timeout:
+            return IO_SECONDS_MAX
+        return min(max(self.timeout, IO_SECONDS_MIN), IO_SECONDS_MAX)
 
     def updated(self, changes: Dict[str, Any]) -> 'PoolOptions':
         """A validated copy with ``changes`` applied (``_UNSET`` ignored)."""

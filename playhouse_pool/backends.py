@@ -5,20 +5,27 @@ is the connection dead by its local flags (``_is_closed``), which socket to
 probe (``_fileno``), does it answer a round trip (``_ping``), can it be
 cleaned for reuse at check-in (``_can_reuse``), and does a checkout's failed
 first statement prove that it never ran (``_never_ran``, rules in
-recovery.py). Postgres and SQLite answer here; the MySQL drivers differ
-more, and answer in _mysql.
+recovery.py); and which of the driver's keywords end a silent connect
+(``_connect_timeouts``). Postgres and SQLite answer here; the MySQL drivers
+differ more, and answer in _mysql. The round trips of a check-in are
+watched (``_bounded``): a silent server cannot hold the request's thread
+past the pool's deadline (docs/design.rst, rule 9).
 """
+import math
+import os
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import peewee
 from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 
 from ._compat import (CockroachDatabase, CSqliteExtDatabase, CySqliteDatabase,
                       MariaDBConnectorDatabase, MySQLConnectorDatabase,
                       PostgresqlExtDatabase, Psycopg3Database,
                       SqliteExtDatabase)
-from ._mysql import (SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS, Driver,
-                     MARIADB, connector_connect_error, driver_of)
+from ._mysql import (MARIADB, MYSQL_CONNECTOR, SERVER_STATUS_AUTOCOMMIT,
+                     SERVER_STATUS_IN_TRANS, Driver, connector_connect_error,
+                     driver_named, driver_of)
 from .pool import PooledDatabase
 from .recovery import psycopg2_never_ran, psycopg_never_ran, pymysql_never_ran
 
@@ -56,6 +63,17 @@ class _PooledPostgresql(PooledDatabase):
                 raise
         return conn
 
+    def _connect_timeouts(self, params: Dict[str, Any],
+                          seconds: float) -> Dict[str, Any]:
+        # libpq's connect_timeout ends the whole connect, authentication
+        # included, in whole seconds (less than 2 counts as 2). The user's
+        # own may be a keyword, in the DSN or in the environment.
+        given = (self.database, params.get('dsn'), params.get('conninfo'))
+        if ('connect_timeout' in params or 'PGCONNECT_TIMEOUT' in os.environ
+                or any('connect_timeout' in str(dsn) for dsn in given)):
+            return {}
+        return {'connect_timeout': max(2, math.ceil(seconds))}
+
     def _session_settings(self, conn: Any) -> List[Tuple[str, str]]:
         """What the driver SET when it connected, for _reset_session to set
         again (RESET ALL undoes it)."""
@@ -86,11 +104,14 @@ class _PooledPostgresql(PooledDatabase):
         status = _pg_status(conn)
         if status == _PG_UNKNOWN:           # the server is gone
             return False
-        if status != _PG_IDLE:
-            _pg_rollback(conn)
-        if self._pool_options.reset_session and not self._reset_session(conn):
-            return False
-        return status == _PG_IDLE or _pg_status(conn) == _PG_IDLE
+        reset = self._pool_options.reset_session
+        if status == _PG_IDLE and not reset:
+            return True                     # no round trip, no watch
+        with self._bounded(conn) as watch:
+            if status != _PG_IDLE:
+                _pg_rollback(conn)
+            clean = not reset or self._reset_session(conn)
+        return clean and not watch.cut and _pg_status(conn) == _PG_IDLE
 
     def _reset_session(self, conn: Any) -> bool:
         """Reset the session outside any transaction; False if the
@@ -198,6 +219,20 @@ class _PooledMySQL(PooledDatabase):
     def _is_closed(self, conn: Any) -> bool:
         return driver_of(conn).is_closed(conn)
 
+    def _connect_driver(self) -> Driver:
+        """The driver this class connects with (before a connection shows
+        it): peewee's pick for MySQLDatabase."""
+        module = getattr(peewee, 'mysql', None)
+        return driver_named(getattr(module, '__name__', ''))
+
+    def _connect_timeouts(self, params: Dict[str, Any],
+                          seconds: float) -> Dict[str, Any]:
+        return self._connect_driver().connect_timeouts(params, seconds)
+
+    def _restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None:
+        if added:
+            driver_of(conn).restore_timeouts(conn, added)
+
     def _fileno(self, conn: Any) -> Optional[int]:
         return driver_of(conn).fileno(conn)
 
@@ -217,11 +252,16 @@ class _PooledMySQL(PooledDatabase):
         if driver.lost(conn):
             return False
         status = driver.server_status(conn)
-        if status is None or status & SERVER_STATUS_IN_TRANS:
-            conn.rollback()         # unknown: one round trip, always right
-        if self._pool_options.reset_session:
-            return self._reset_session(conn, driver)
-        return True
+        # Unknown: one round trip, always right.
+        rollback = status is None or status & SERVER_STATUS_IN_TRANS
+        reset = self._pool_options.reset_session
+        if not rollback and not reset:
+            return True                     # no round trip, no watch
+        with self._bounded(conn) as watch:
+            if rollback:
+                conn.rollback()
+            clean = not reset or self._reset_session(conn, driver)
+        return clean and not watch.cut
 
     def _reset_session(self, conn: Any, driver: Driver) -> bool:
         """COM_RESET_CONNECTION (MySQL 5.7+, MariaDB 10.2+): user variables,
@@ -260,6 +300,9 @@ class _PooledMySQLConnector(_PooledMySQL):
     ``ping_after`` or, failing that, by its first statement, not by the
     readability probe."""
 
+    def _connect_driver(self) -> Driver:
+        return MYSQL_CONNECTOR
+
     def _connect(self) -> Any:
         try:
             return super()._connect()
@@ -278,6 +321,9 @@ class PooledMySQLConnectorDatabase(
 
 class _PooledMariaDBConnector(_PooledMySQL):
     """MariaDB Connector/Python."""
+
+    def _connect_driver(self) -> Driver:
+        return MARIADB
 
     def _close(self, conn: Any) -> None:
         # Never close(): see MariaDBConnector.shut_down.

@@ -10,8 +10,10 @@ HOLDERS_SHOWN = 3
 
 class MaxConnectionsExceeded(ValueError):
     """No connection could be had: the pool is at ``max_connections`` and
-    none came free in time (or ``timeout`` is None and none was free at once,
-    or ``max_waiting`` threads were already waiting).
+    none came free in time, or a connect under way for the caller did not
+    finish in time (or ``timeout`` is None and none was free at once, or
+    ``max_waiting`` threads were already waiting). The message says what the
+    caller waited for.
 
     Subclasses ``ValueError`` as peewee's own ``MaxConnectionsExceeded`` does,
     so code written for ``playhouse.pool`` keeps catching it. Its message

@@ -104,7 +104,9 @@ class Housekeeping:
         first, down to min_connections: closed by workers."""
         ledger = self.ledger
         with ledger.lock:
-            spare = ledger.open_count() - ledger.options.min_connections
+            # One being replaced counts: its replacement opens in its slot.
+            spare = (ledger.open_count() + ledger.slots.replacing
+                     - ledger.options.min_connections)
             cutoff = now - idle_timeout
             expired = sorted((r for r in ledger.idle if r.returned < cutoff),
                              key=lambda r: r.returned)[:max(spare, 0)]

@@ -88,6 +88,8 @@ class Books(Protocol):
     def open_cancelled(self, job: 'OpenConnection', now: float
                        ) -> 'Jobs': ...
 
+    def settle(self, job: 'Job') -> None: ...
+
     def closed(self, job: 'CloseConnection', now: float) -> 'Jobs': ...
 
     def checked(self, job: 'Job', usable: bool, now: float) -> 'Jobs': ...
@@ -95,7 +97,7 @@ class Books(Protocol):
 
 class Job:
     """One piece of background I/O; see the module docstring."""
-    __slots__ = ('ledger', 'epoch', 'record', 'delay')
+    __slots__ = ('ledger', 'epoch', 'record', 'delay', 'overdue')
     kind = 'job'
 
     def __init__(self, ledger: Books, record: Optional[PoolConnection]
@@ -106,6 +108,10 @@ class Job:
         self.epoch = ledger.epoch
         self.record = record
         self.delay = 0.0          # seconds to wait before running (retries)
+        # Its I/O ran past the pool's deadline and nothing could cut it
+        # short (watchdog.py): waiters no longer count on it, though its
+        # slot stays held until it reports back.
+        self.overdue = False
 
     @property
     def current(self) -> bool:

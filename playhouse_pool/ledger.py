@@ -21,7 +21,7 @@ import time
 from typing import (Any, Callable, Dict, List, Optional, Tuple,
                     Type)
 
-from ._options import PoolOptions
+from ._options import IO_GRACE, PoolOptions
 from .errors import DryPool, PoolClosedError, dry_pool, pool_exhausted
 from .events import PoolEvents
 from .idle import IdleHeap
@@ -158,29 +158,55 @@ class Ledger:
         self.slots.opening.append(job)
         return job
 
-    def give_up(self, waiter: Waiter, now: float, timed_out: bool
-                ) -> Tuple[bool, Optional[BaseException], Optional[DryPool]]:
-        """The waiter's own side gives up: its deadline passed
-        (``timed_out``), or an exception interrupted its wait. Returns
-        (abandoned?, the connect error of the moment if connects are
-        failing, the figures for the error's message). Not abandoned: it was
-        handed or failed meanwhile, and its ``record`` or ``error`` says
-        with what. A waiter whose deadline passed while a connect it counts
-        on is still under way, with nothing failed yet, waits on for that
-        connect's verdict, as a thread that connected itself would."""
+    def give_up(self, waiter: Waiter, now: float,
+                timed_out: Optional[Callable[[BaseException], BaseException]]
+                ) -> Tuple[bool, Optional[BaseException]]:
+        """The waiter's own side gives up: its deadline passed, or (with
+        ``timed_out`` None) an exception interrupted its wait. Returns
+        (abandoned?, the error to raise for a deadline). Not abandoned: it
+        was handed or failed meanwhile, and its ``record`` or ``error`` says
+        with what. At its deadline a waiter gives up whatever it waited
+        for, a connect under way included (rule 9): a connection that comes
+        later goes to the next waiter or the heap. The error says what it
+        waited for, or, while connects fail, is
+        ``timed_out(the connect error)`` (could not connect)."""
         with self.lock:
             if waiter.state != 'waiting':
-                return False, None, None
-            if (timed_out and self.failing is None
-                    and self.waiters.position(waiter) < self.slots.coming):
-                return False, None, None
+                return False, None
+            awaited = self._awaited(waiter, now)
             waiter.abandon()
             self.waiters.remove(waiter)
             self.counters.wait_seconds += now - waiter.since
-            if not timed_out:
-                return True, None, None
+            if timed_out is None:
+                return True, None
             self.counters.timed_out()
-            return True, self.failing, self._dry(now)
+            if self.failing is not None:
+                return True, timed_out(self.failing)
+            return True, pool_exhausted(self._why(awaited),
+                                        now - waiter.since, self._dry(now))
+
+    def _awaited(self, waiter: Waiter, now: float) -> str:
+        # What was on its way to this waiter: the connects under way cover
+        # the first waiters, then connections out for a ping or reset.
+        position = self.waiters.position(waiter)
+        connects = [job for job in self.slots.opening if not job.overdue]
+        if position < len(connects):
+            return 'a connect under way (no answer for %.1fs)' % (
+                now - min(job.started for job in connects))
+        if position < self.slots.coming:
+            return 'a connection being checked or replaced'
+        return 'a connection to be checked in'
+
+    def _why(self, awaited: str) -> str:
+        """Why a waiter gave up: what it waited for, and for how long it
+        might."""
+        options = self.options
+        if options.timeout is None:
+            return ('timed out waiting for %s (timeout=None: one connect '
+                    'attempt, %.3gs)' % (awaited,
+                                         options.io_seconds + IO_GRACE))
+        return 'timed out waiting for %s within timeout=%ss' % (
+            awaited, options.timeout)
 
     def _dry(self, now: float) -> DryPool:
         return dry_pool(self.options.max_connections, len(self.idle),
@@ -323,6 +349,7 @@ class Ledger:
         the first waiter or the heap; or, if the pool was closed meanwhile,
         to be closed."""
         with self.lock:
+            self.settle(job)
             self.slots.opening.remove(job)
             self.counters.connected(took)
             self.failing = None
@@ -346,6 +373,7 @@ class Ledger:
         job's own deadline comes, every waiter whose deadline is as near
         (with ``could_not_connect(error)``)."""
         with self.lock:
+            self.settle(job)        # a retry is a new attempt, on its way
             self.failing = error
             self.counters.connect_failed()
             current = job.current
@@ -383,6 +411,7 @@ class Ledger:
     def open_cancelled(self, job: OpenConnection, now: float) -> Jobs:
         """An open job that will not run (its pool was closed)."""
         with self.lock:
+            self.settle(job)
             self.slots.opening.remove(job)
             return self._start_for_waiters(now)
 
@@ -390,6 +419,7 @@ class Ledger:
         """A close finished. A replacement goes on to open the new
         connection in the same slot."""
         with self.lock:
+            self.settle(job)
             self.slots.closing -= 1
             self.counters.closed_some(1)
             if job.replace:
@@ -402,6 +432,7 @@ class Ledger:
         """A connection out for a ping or a reset came back: to the pool if
         it is usable, else replaced."""
         with self.lock:
+            self.settle(job)
             record = job.record
             assert record is not None
             del self.slots.out[record.key]
@@ -412,6 +443,30 @@ class Ledger:
                 self._give_back(record, now)
                 return []
             return [self.retire_taken(record)]
+
+    def overdue(self, jobs: List[Optional[Job]], count: int) -> None:
+        """``count`` pieces of the pool's own I/O ran past their deadline
+        (watchdog.py); ``jobs``: those of them under way for a job that
+        nothing could cut short. Waiters stop counting on those (their
+        slots stay held: the connection may exist on the server), and get
+        connects of their own where slots are free. The caller holds the
+        watchdog's lock, so each job is still under way."""
+        with self.lock:
+            self.counters.io_timeouts += count
+            for job in jobs:
+                if (job is not None and job.kind != 'close'
+                        and not job.overdue):
+                    job.overdue = True
+                    self.slots.overdue += 1
+            new = self._start_for_waiters(time.monotonic())
+        self.dispatch(new)
+
+    def settle(self, job: Job) -> None:
+        """A job reports back: if overdue, it is counted on again (lock
+        held)."""
+        if job.overdue:
+            job.overdue = False
+            self.slots.overdue -= 1
 
     def slot_freed(self, now: float) -> Jobs:
         """A slot came free: waiters that nothing on its way covers get a
@@ -431,8 +486,10 @@ class Ledger:
         """Open connections up to min_connections (never above the max)."""
         jobs: Jobs = []
         now = time.monotonic()
+        # One being replaced counts: its replacement opens in its slot.
         while (self.started
-               and self.open_count() < self.options.min_connections
+               and self.open_count() + self.slots.replacing
+               < self.options.min_connections
                and self.free_slots() > 0 and not self.slots.shrinking
                and not self.draining):
             jobs.append(self._open(math.inf, now))

@@ -23,7 +23,7 @@ import peewee
 import playhouse
 from peewee import OperationalError
 
-from .errors import pool_exhausted
+from ._options import IO_GRACE
 from .events import PoolEvents
 from .housekeeping import Housekeeping
 from .jobs import Jobs
@@ -32,9 +32,14 @@ from .opening import Opener
 from .records import Owner, PoolConnection
 from .sweeps import Sweeps
 from .waiting import ThreadWaiter
+from .watchdog import Watchdog
 from .workers import Housekeeper, Workers
 
 logger = logging.getLogger('playhouse_pool')
+
+# A checkout's ping (ping_after=0) may take this long at least, whatever is
+# left of its timeout.
+SHORTEST_PING = 0.25
 
 
 class Checks(Protocol):
@@ -48,13 +53,16 @@ class Lender:
     """Lends one pool's connections to threads, and runs its workers."""
 
     def __init__(self, checks: Checks, ledger: Ledger, sweeps: Sweeps,
-                 opener: Opener, events: PoolEvents) -> None:
+                 opener: Opener, events: PoolEvents,
+                 watchdog: Watchdog) -> None:
         self.checks = checks
         self.ledger = ledger
         self.sweeps = sweeps
         self.opener = opener
         self.events = events
         self.housekeeping = Housekeeping(ledger, sweeps)
+        # Bounds the pool's own I/O: the workers', and a check-in's.
+        self.watchdog = watchdog
         self.workers: Optional[Workers] = None
         self.housekeeper: Optional[Housekeeper] = None
         # Reentrant, as the ledger's lock: close_all() may run in a signal
@@ -69,7 +77,7 @@ class Lender:
         opened."""
         now = time.monotonic()
         record = self.ledger.take_idle(owner, now)
-        if record is None or not self._usable(record, now):
+        if record is None or not self._usable(record, now, now):
             record = self._checkout_slowly(owner, now, record is not None)
         if self.ledger.options.leak_timeout is not None:
             record.stack = _caller_stack()
@@ -91,36 +99,37 @@ class Lender:
             waiter = ThreadWaiter(owner, start, deadline, counted)
             self.ledger.queue(waiter, time.monotonic())
             record = self._wait(waiter)
-            if self._usable(record, time.monotonic()):
+            if self._usable(record, time.monotonic(), start):
                 return record
             counted = True
 
     def _wait(self, waiter: ThreadWaiter) -> PoolConnection:
-        """Sleep until handed a connection or failed."""
+        """Sleep until handed a connection or failed, or until the deadline
+        (rule 9). Without a ``timeout`` (no deadline: it may not wait) the
+        thread waits only when a connect was started for it (or something
+        else is on its way to it): for as long as one connect attempt may
+        take, plus a little."""
         ledger = self.ledger
-        timeout = (math.inf if waiter.deadline is None
-                   else waiter.deadline - time.monotonic())
+        deadline = waiter.deadline
+        if deadline is None:
+            deadline = waiter.since + ledger.options.io_seconds + IO_GRACE
         try:
-            woken = waiter.sleep(timeout)
+            woken = waiter.sleep(deadline - time.monotonic())
         except BaseException:              # a signal handler, gevent.Timeout
-            abandoned, _, _ = ledger.give_up(waiter, time.monotonic(), False)
+            abandoned, _ = ledger.give_up(waiter, time.monotonic(), None)
             if not abandoned:              # settled meanwhile: pass it on
                 waiter.consume()
                 if waiter.record is not None:
                     ledger.checkin(waiter.record.key, True, time.monotonic())
             raise
         if not woken:
-            now = time.monotonic()
-            abandoned, failing, dry = ledger.give_up(waiter, now, True)
+            abandoned, error = ledger.give_up(waiter, time.monotonic(),
+                                              self.opener.could_not_connect)
             if abandoned:
-                if failing is not None:
-                    raise self.opener.could_not_connect(failing)
-                assert dry is not None
-                raise pool_exhausted(
-                    'timed out: no connection came free within timeout=%ss'
-                    % ledger.options.timeout, now - waiter.since, dry)
-            # Settled as the deadline came, or waiting on for a connect
-            # under way.
+                assert error is not None
+                raise error
+            # Settled as the deadline came: its signal is released, under
+            # the ledger's lock, so by now.
             waiter.sleep(math.inf)
         error = waiter.error
         if error is not None:
@@ -134,13 +143,15 @@ class Lender:
         assert waiter.record is not None
         return waiter.record
 
-    def _usable(self, record: PoolConnection, now: float) -> bool:
-        """May this connection, just checked out, be handed to the user?
-        Its local status flags, its age, and one zero-timeout poll of its
-        socket (readable: the server said something, an error or EOF, on
-        an idle connection): no round trip, unless ``ping_after=0`` asks
-        for one. One that fails goes to a worker to be replaced (or
-        pinged), and the checkout looks again."""
+    def _usable(self, record: PoolConnection, now: float,
+                start: float) -> bool:
+        """May this connection, just checked out (by a checkout that began
+        at ``start``), be handed to the user? Its local status flags, its
+        age, and one zero-timeout poll of its socket (readable: the server
+        said something, an error or EOF, on an idle connection): no round
+        trip, unless ``ping_after=0`` asks for one. One that fails goes to
+        a worker to be replaced (or pinged), and the checkout looks
+        again."""
         ledger = self.ledger
         try:
             conn = record.conn
@@ -152,7 +163,7 @@ class Lender:
                 logger.debug('Connection %s is past its age, replacing it.',
                              record.key)
             elif ledger.options.ping_after == 0:
-                if self.checks._ping(conn):
+                if self._answers(conn, start):
                     return True
                 logger.info('Connection %s failed its ping, replacing it.',
                             record.key)
@@ -166,6 +177,20 @@ class Lender:
             raise
         ledger.retire(record)
         return False
+
+    def _answers(self, conn: Any, start: float) -> bool:
+        """``ping_after=0``'s round trip at checkout, cut short at the
+        pool's deadline for its own I/O or the checkout's, whichever comes
+        first (rule 9); a checkout at its deadline still gets a moment."""
+        options = self.ledger.options
+        limit = options.io_seconds
+        wait = options.wait_seconds
+        if wait is not None:
+            limit = min(limit, max(start + wait - time.monotonic(),
+                                   SHORTEST_PING))
+        with self.watchdog.watch(self.opener.socket(conn), limit) as watch:
+            alive = self.checks._ping(conn)
+        return alive and not watch.cut
 
     # -- Workers ------------------------------------------------------------
 
@@ -182,7 +207,8 @@ class Lender:
             if self.housekeeper is None:
                 # Recorded once running: a KeyboardInterrupt in start()
                 # leaves none, and the next checkout starts one.
-                housekeeper = Housekeeper(self.housekeeping)
+                housekeeper = Housekeeper(self.housekeeping, self.watchdog)
+                self.watchdog.wake = housekeeper.wake
                 try:
                     housekeeper.start()
                 except BaseException:   # it may be running: not twice
@@ -201,8 +227,8 @@ class Lender:
                     if workers is None:
                         # One read: a close_all() in a signal handler may
                         # set the attribute to None right after.
-                        workers = self.workers = Workers(self.opener,
-                                                         self.submit)
+                        workers = self.workers = Workers(
+                            self.opener, self.submit, self.watchdog)
             workers.submit(jobs)
 
     def stop(self) -> None:

@@ -1,9 +1,12 @@
 """Opening, checking and closing one connection, as a pool worker does it,
 through the database's hooks: the jobs' side of the pool
 (:class:`jobs.ConnectionIO`). Opening calls the connect keywords' callables
-(never storing what they return), the database's own connect, reads the
-server version, runs the user's ``configure`` and makes the readability
-probe. The messages it makes name the database, never with a secret.
+(never storing what they return), adds the driver's own connect timeouts
+where the user set none, runs the database's own connect, reads the server
+version, runs the user's ``configure`` and makes the readability probe. All
+of it, and each ping, reset and close, within the pool's deadline for its
+own I/O (rule 9: watchdog.py). The messages it makes name the database,
+never with a secret.
 """
 import inspect
 import logging
@@ -14,11 +17,12 @@ from typing import Any, Dict, Optional, Protocol
 import peewee
 from peewee import OperationalError
 
-from ._options import PoolOptions
+from ._options import IO_GRACE, PoolOptions
 from ._probe import Probe, probe_for
 from ._redact import redact
 from .errors import ConfigureError
 from .records import PoolConnection
+from .watchdog import Socket, Watch, Watchdog, socket_of
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -42,12 +46,18 @@ class Hooks(Protocol):
     def _can_reuse(self, conn: Any) -> bool: ...
     def conn_key(self, conn: Any) -> Any: ...
 
+    def _connect_timeouts(self, params: Dict[str, Any],
+                          seconds: float) -> Dict[str, Any]: ...
+
+    def _restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None: ...
+
 
 class Opener:
     """One database's connections, opened, checked and closed."""
 
-    def __init__(self, db: Hooks) -> None:
+    def __init__(self, db: Hooks, watchdog: Watchdog) -> None:
         self.db = db
+        self.watchdog = watchdog
         # While a worker opens a connection: the connect keywords with their
         # callables called, for connect_params on that thread only.
         self._resolved = threading.local()
@@ -64,21 +74,40 @@ class Opener:
     # -- ConnectionIO --------------------------------------------------------
 
     def open(self) -> PoolConnection:
-        """Open, set up and wrap a connection. Raises the driver's error
-        (as peewee's) or ConfigureError."""
+        """Open, set up and wrap a connection, within the pool's deadline
+        for it. Raises the driver's error (as peewee's) or ConfigureError."""
         db = self.db
-        params = db._connect_params
-        providers = [k for k, v in params.items() if _is_provider(v)]
-        if providers:
-            # Secrets stay in this frame and the driver: never stored.
-            self._resolved.params = {
-                k: (v() if k in providers else v) for k, v in params.items()}
+        # Secrets stay in this frame and the driver: never stored.
+        resolved = {k: (v() if _is_provider(v) else v)
+                    for k, v in db._connect_params.items()}
+        seconds = db._pool_options.io_seconds
+        added = db._connect_timeouts(resolved, seconds)
+        resolved.update(added)
+        # The driver's own limit ends a silent connect; the watch is the
+        # backstop, and cuts short what runs on the new connection next.
+        with self.watchdog.watch(None, seconds + IO_GRACE) as watch:
+            self._resolved.params = resolved
+            try:
+                with driver_errors:
+                    conn = db._connect()
+            finally:
+                self._resolved.params = None
+            watch.attach(self.socket(conn))
+            record = self._set_up(conn, added)
+        if watch.cut:
+            self.close_conn(conn)
+            raise OperationalError(
+                'playhouse_pool: a new connection to %s did not finish '
+                'setting up within %.3gs' % (self.name(), seconds))
+        return record
+
+    def _set_up(self, conn: Any, added: Dict[str, Any]) -> PoolConnection:
+        """What follows a connect: the pool's connect-only limits undone,
+        the server version, ``configure``, the probe. Closes ``conn`` if any
+        of it fails."""
+        db = self.db
         try:
-            with driver_errors:
-                conn = db._connect()
-        finally:
-            self._resolved.params = None
-        try:
+            db._restore_timeouts(conn, added)
             if db.server_version is None:
                 with driver_errors:
                     db._set_server_version(conn)
@@ -100,13 +129,22 @@ class Opener:
                               time.monotonic())
 
     def close(self, record: PoolConnection) -> None:
-        self.close_conn(record.conn)
+        # A close sends a goodbye, which a full send buffer to a silent
+        # host could block.
+        with self.bounded(record.conn):
+            self.close_conn(record.conn)
 
     def ping(self, record: PoolConnection) -> bool:
-        try:
-            return bool(self.db._ping(record.conn))
-        except Exception:
+        with self.bounded(record.conn) as watch:
+            try:
+                alive = bool(self.db._ping(record.conn))
+            except Exception:
+                alive = False
+        if watch.cut:
+            logger.warning('Connection %s did not answer its ping within '
+                           '%.3gs; replacing it.', record.key, watch.seconds)
             return False
+        return alive
 
     def reset(self, record: PoolConnection) -> bool:
         return self.reset_conn(record.conn)
@@ -143,6 +181,22 @@ class Opener:
             logger.debug('Connection %x failed its reset.', id(conn),
                          exc_info=True)
             return False
+
+    def bounded(self, conn: Any) -> Watch:
+        """A watch over the pool's own I/O on ``conn`` (rule 9), to be
+        entered on the thread that does it: past ``io_seconds`` its socket
+        is shut down, so the driver call fails. ``with
+        opener.bounded(conn) as watch: ...``, then ``watch.cut``."""
+        return self.watchdog.watch(self.socket(conn),
+                                   self.db._pool_options.io_seconds)
+
+    def socket(self, conn: Any) -> Optional[Socket]:
+        """``conn``'s socket, for the watchdog to shut down; None if it
+        shows none."""
+        try:
+            return socket_of(self.db._fileno(conn))
+        except Exception:
+            return None
 
     def _probe(self, conn: Any) -> Optional[Probe]:
         try:

@@ -26,6 +26,7 @@ from .lending import Lender
 from .opening import Opener, driver_errors
 from .records import PoolConnection, wall_clock
 from .sweeps import Sweeps
+from .watchdog import Watch, Watchdog
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -74,7 +75,6 @@ class PooledDatabase(recovery.StatementWatch):
     def __init__(self, database: Any, **kwargs: Any) -> None:
         self._pool_options = PoolOptions().updated(pop_options(kwargs))
         self._events = PoolEvents()       # listeners: the metrics collectors
-        self._opener = Opener(self)
         self._new_core()
         shutdown.track(self)
         super().__init__(database, **kwargs)
@@ -83,11 +83,13 @@ class PooledDatabase(recovery.StatementWatch):
         """The books and the thread face, new: at construction, and in a
         forked child (where the parent's threads, and maybe the holder of
         its lock, are gone)."""
+        watchdog = Watchdog()
+        self._opener = Opener(self, watchdog)
         self._ledger = Ledger(self._pool_options, self._events,
                               dispatch=lambda jobs: None)
         self._sweeps = Sweeps(self._ledger)
         self._lender = Lender(self, self._ledger, self._sweeps, self._opener,
-                              self._events)
+                              self._events, watchdog)
         self._ledger.dispatch = self._lender.submit
         self._guards = ThreadGuards(self._sweeps)
 
@@ -195,23 +197,43 @@ class PooledDatabase(recovery.StatementWatch):
         if self._pool_options.reset_session:
             return False
         flag = getattr(conn, 'in_transaction', None)
+        rollback = getattr(conn, 'rollback', None)
         if isinstance(flag, bool):
             if flag:
-                rollback = getattr(conn, 'rollback', None)
-                if callable(rollback):
-                    rollback()
-                else:
-                    conn.cursor().execute('ROLLBACK')
-                return not conn.in_transaction
+                with self._bounded(conn) as watch:
+                    if callable(rollback):
+                        rollback()
+                    else:
+                        conn.cursor().execute('ROLLBACK')
+                return not watch.cut and not conn.in_transaction
             return True
-        rollback = getattr(conn, 'rollback', None)
         if callable(rollback):
-            rollback()
+            with self._bounded(conn) as watch:
+                rollback()
+            return not watch.cut
         return True
 
     def conn_key(self, conn: Any) -> Any:
         """peewee's hook: the key a connection is known by (in ``_in_use``)."""
         return id(conn)
+
+    def _connect_timeouts(self, params: Dict[str, Any],
+                          seconds: float) -> Dict[str, Any]:
+        """The driver's connect keywords that end a connect (handshake
+        included) within about ``seconds``, for those ``params`` (the
+        user's) does not set: the pool adds them to its own connects (rule
+        9). None by default."""
+        return {}
+
+    def _restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None:
+        """Undo on the new connection what of ``added`` would outlive the
+        connect (a read timeout): the user's statements keep their own."""
+
+    def _bounded(self, conn: Any) -> Watch:
+        """A watch over the pool's own I/O on ``conn`` (rule 9), for the
+        backends' check-in round trips: ``with self._bounded(conn) as
+        watch: ...``, then ``watch.cut``."""
+        return self._opener.bounded(conn)
 
     # -- peewee's connection API ----------------------------------------------
 

@@ -28,6 +28,7 @@ it with a ``database`` label (the database name, password redacted):
 ``use_seconds``       counter ``use_seconds_total``
 ``connect_seconds``   counter ``connect_seconds_total``
 ``connect_errors``    counter ``connect_errors_total``
+``io_timeouts``       counter ``io_timeouts_total``
 ===================== ======= ===========================================
 
 and three histograms (``_bucket`` with ``le``, ``_sum``, ``_count``), in
@@ -89,6 +90,9 @@ METRICS: Tuple[Tuple[str, str, str, str], ...] = (
      'Total seconds the connects that succeeded took.'),
     ('connect_errors', 'connect_errors', 'counter',
      'Connect attempts that failed (retries included).'),
+    ('io_timeouts', 'io_timeouts', 'counter',
+     "The pool's own connects, pings, resets and closes that did not end "
+     'within their deadline.'),
 )
 
 #: ``(PoolTimes attribute, metric name without namespace, help)`` of the

@@ -24,6 +24,9 @@ class Slots:
         self.out: Dict[Any, PoolConnection] = {}    # out for a ping or reset
         self.closing = 0      # slots held by a close under way
         self.replacing = 0    # of which a replacement opens next
+        # Of the work above, what ran past its deadline with nothing to cut
+        # it short (watchdog.py): not counted on, its slot still held.
+        self.overdue = 0
         # init() lowered max_connections below what is open: check-ins
         # close connections (and freed slots go unused) until it holds.
         self.shrinking = False
@@ -41,8 +44,10 @@ class Slots:
     @property
     def coming(self) -> int:
         """Connections on their way to the waiters: connects (replacements
-        included) and connections out for a ping or reset."""
-        return len(self.opening) + self.replacing + len(self.out)
+        included) and connections out for a ping or reset, less those
+        overdue (a connect that may never end is not on its way)."""
+        return (len(self.opening) + self.replacing + len(self.out)
+                - self.overdue)
 
     def free(self, held: int) -> float:
         """Slots free beside ``held`` connections (idle and checked out)."""

@@ -14,7 +14,7 @@ class Counters:
         self.events = events        # listeners: the metrics collectors
         self.created = self.closed = self.checkouts = 0
         self.timeouts = self.reclaimed = self.recycled = 0
-        self.recovered = self.connect_errors = 0
+        self.recovered = self.connect_errors = self.io_timeouts = 0
         self.use_seconds = self.connect_seconds = self.wait_seconds = 0.0
 
     # Each event is cheap when no collector listens: one test of a tuple.
@@ -67,5 +67,6 @@ class Counters:
             'use_seconds': self.use_seconds,
             'connect_seconds': self.connect_seconds,
             'connect_errors': self.connect_errors,
+            'io_timeouts': self.io_timeouts,
             'wait_seconds': self.wait_seconds,
         }

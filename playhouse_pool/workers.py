@@ -19,8 +19,9 @@ import weakref
 from collections import deque
 from typing import Callable, Deque, List
 
-from .housekeeping import MAX_TICK, Housekeeping
+from .housekeeping import MAX_TICK, MIN_TICK, Housekeeping
 from .jobs import ConnectionIO, Job, Jobs, OpenConnection
+from .watchdog import Watchdog
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -46,10 +47,11 @@ class Workers:
     pool as it is now to whoever runs its jobs now: after ``stop()``,
     other workers."""
 
-    def __init__(self, io: ConnectionIO,
-                 resubmit: Callable[[Jobs], None]) -> None:
+    def __init__(self, io: ConnectionIO, resubmit: Callable[[Jobs], None],
+                 watchdog: Watchdog) -> None:
         self._io = io
         self._resubmit = resubmit
+        self._watchdog = watchdog
         # Reentrant: close_all() from a signal handler stops the workers,
         # possibly while the thread it interrupted is in submit().
         self._lock = threading.RLock()
@@ -115,6 +117,7 @@ class Workers:
         """``job``, then its follow-ups: the first here (a replacement's
         connect after its close, a retry after its delay), the rest on
         other threads."""
+        watchdog = self._watchdog
         try:
             while True:
                 if self.stopping.is_set() and job.current:
@@ -127,6 +130,8 @@ class Workers:
                     job.delay = 0.0
                     if stopped:
                         continue
+                # The watches of its I/O are this job's (watchdog.py).
+                watchdog.on_behalf(job)
                 follow = run_once(job, self._io)
                 if not follow:
                     return
@@ -135,16 +140,21 @@ class Workers:
         except Exception:              # a bug: never kill the worker
             logger.exception('playhouse_pool worker failed on a %s job.',
                              job.kind)
+        finally:
+            watchdog.on_behalf(None)
 
 
 class Housekeeper(threading.Thread):
-    """Wakes when the pool has something due, and runs a round. Holds its
+    """Wakes when the pool has something due, and runs a round: first the
+    watchdog's check of the pool's own I/O, then the housekeeping. Holds its
     pool's housekeeping by a weak reference: a forgotten pool is collected
     and this thread ends."""
 
-    def __init__(self, housekeeping: Housekeeping) -> None:
+    def __init__(self, housekeeping: Housekeeping,
+                 watchdog: Watchdog) -> None:
         super().__init__(name='playhouse_pool-housekeeper', daemon=True)
         self._housekeeping = weakref.ref(housekeeping)
+        self._watchdog = watchdog
         self._wake = threading.Event()
         self._stopped = False
 
@@ -161,11 +171,16 @@ class Housekeeper(threading.Thread):
             housekeeping = self._housekeeping()
             if housekeeping is None:
                 return
+            # Cleared before the round: a wake() during it is kept.
+            self._wake.clear()
             try:
-                interval = housekeeping.run_round(time.monotonic())
+                now = time.monotonic()
+                self._watchdog.check(now, housekeeping.ledger.overdue)
+                interval = min(housekeeping.run_round(now),
+                               max(self._watchdog.next_check
+                                   - time.monotonic(), MIN_TICK))
             except Exception:
                 logger.exception('playhouse_pool housekeeping failed.')
                 interval = MAX_TICK
             del housekeeping    # hold no strong reference while asleep
             self._wake.wait(interval)
-            self._wake.clear()

@@ -227,17 +227,25 @@ def test_a_guard_the_collector_frees_mid_operation_leaves_it_alone(backend):
     collecting thread: it must not change the bookkeeping under that
     operation. The scan for dead owners takes the connection back later."""
     db = backend.make_db(max_connections=1)
+    guards, done = [], threading.Event()
 
-    def forget(_):
+    def forget():
         db.connect()
-        return db._guards._local.guard
+        guards.append(db._guards._local.guard)
+        # Alive until then: the housekeeper's scan for dead owners (any of
+        # its rounds) leaves the connection alone meanwhile.
+        done.wait(10)
 
-    [guard] = run_threads(1, forget)
+    thread = threading.Thread(target=forget)
+    thread.start()
+    wait_until(lambda: guards, what='the checkout')
     with db._pool_lock:              # as inside a pool operation
-        guard.__del__()              # as the collector would call it
+        guards[0].__del__()          # as the collector would call it
         in_use_meanwhile = len(db._in_use)
     assert in_use_meanwhile == 1
-    del guard
+    done.set()
+    thread.join(10)
+    del guards[:]
     db.connect()                     # reclaimed by now, one way or another
     db.close()
     assert db.pool_stats()['reclaimed'] == 1

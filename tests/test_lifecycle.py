@@ -125,6 +125,36 @@ def test_min_connections_are_opened_ahead_and_refilled_after_a_kill(
         assert db.execute_sql('SELECT 1').fetchone()[0] == 1
 
 
+class HeldCloses(pp.PooledSqliteDatabase):
+    """Its connections' closes wait for ``release``."""
+
+    def __init__(self, *args, **kwargs):
+        self.closing, self.release = threading.Event(), threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _close(self, conn):
+        self.closing.set()
+        self.release.wait(10)
+        super()._close(conn)
+
+
+def test_a_connection_being_replaced_counts_toward_the_minimum(tmp_path):
+    db = HeldCloses(str(tmp_path / 'held.db'), min_connections=2,
+                    max_connections=4)
+    try:
+        db.warm_up()
+        assert db.recycle() == 2        # both replaced: their closes held
+        db.closing.wait(10)
+        housekeep(db)                   # a round meanwhile refills nothing
+        db.release.set()
+        settled(db)
+        stats = db.pool_stats()
+        assert (stats['open'], stats['created']) == (2, 4)
+    finally:
+        db.release.set()
+        db.close_all()
+
+
 def test_warm_up_opens_the_minimum_and_waits_for_it(backend):
     db = backend.make_db(min_connections=3, max_connections=5)
     db.warm_up(timeout=30)

@@ -169,7 +169,9 @@ def test_waiter_gets_the_connection_returned_within_timeout(backend):
 
 
 def test_waiter_times_out_with_max_connections_exceeded(backend):
-    db = backend.make_db(max_connections=1, timeout=0.05)
+    # Opened ahead: a first connect may take longer than this timeout.
+    db = backend.make_db(max_connections=1, min_connections=1, timeout=0.05)
+    db.warm_up()
     db.connect()
     errors = []
 

@@ -39,6 +39,7 @@ SAMPLES = {
     'use_seconds': ('playhouse_pool_use_seconds_total', 'counter'),
     'connect_seconds': ('playhouse_pool_connect_seconds_total', 'counter'),
     'connect_errors': ('playhouse_pool_connect_errors_total', 'counter'),
+    'io_timeouts': ('playhouse_pool_io_timeouts_total', 'counter'),
 }
 
 # The histograms' names (what dashboards rely on).
@@ -148,7 +149,7 @@ def test_scrape_shows_exactly_pool_stats_at_that_moment(tmp_path: Any) -> None:
     # recovered stays 0: SQLite never runs a statement again.)
     assert all(stats[key] > 0 for key in SAMPLES
                if key not in ('waiting', 'recycled', 'recovered',
-                              'connect_errors')), stats
+                              'connect_errors', 'io_timeouts')), stats
     db.close()
     assert_scrape_matches()
 
@@ -216,15 +217,19 @@ def test_package_imports_without_prometheus_client_and_says_what_to_install(
 
 
 def test_the_three_histograms_count_the_workload(server_backend: Any) -> None:
-    db = server_backend.make_db(max_connections=2, timeout=0.05)
+    # Both connections opened ahead: a connect may take longer than this
+    # timeout.
+    db = server_backend.make_db(max_connections=2, min_connections=2,
+                                timeout=0.05)
     registry = CollectorRegistry()
     register(db, registry=registry)
+    db.warm_up()
 
-    for _ in range(5):                        # 5 checkouts, 1 connect
+    for _ in range(5):                        # 5 checkouts
         with db.connection_context():
             db.execute_sql('SELECT 1')
     with db.execution_context(with_transaction=False):
-        with db.execution_context(with_transaction=False):   # a new one
+        with db.execution_context(with_transaction=False):   # the other
             with pytest.raises(pp.MaxConnectionsExceeded):
                 with db.execution_context():
                     pass

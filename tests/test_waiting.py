@@ -51,7 +51,9 @@ def test_a_freed_slot_goes_to_the_first_waiter(backend):
 
 
 def test_waiter_past_its_deadline_raises_and_takes_nothing_after(backend):
-    db = backend.make_db(max_connections=1, timeout=0.05)
+    # Opened ahead: a first connect may take longer than this timeout.
+    db = backend.make_db(max_connections=1, min_connections=1, timeout=0.05)
+    db.warm_up()
     db.connect()
     outcome = []
 

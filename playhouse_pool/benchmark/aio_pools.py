@@ -314,7 +314,7 @@ def _build_asyncpg(target: Target, settings: AioSettings) -> AsyncAdapter:
 # its three classes under pwasyncio's names, our keywords, pool_stats().
 
 def _ours(module: Any) -> AioBuilder:
-    """Ours, with the thread pool's keywords (DESIGN.md, "The asyncio
+    """Ours, with the thread pool's keywords (docs/design.rst, "The asyncio
     face"); pwasyncio's own are accepted as well, so a user's code runs
     unchanged, but the benchmark speaks ours."""
     def build(target: Target, settings: AioSettings) -> AsyncAdapter:

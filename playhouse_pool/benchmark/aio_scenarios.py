@@ -1,4 +1,4 @@
-"""The asyncio scenarios (``--asyncio``; DESIGN.md, "The benchmark"): how
+"""The asyncio scenarios (``--asyncio``; docs/design.rst, "The benchmark"): how
 A1 (contention) and A3 (ageing) run, and what every one of them shares;
 the cancellation storm (A2) is in ``aio_storm.py``. What each reports and
 the targets are in ``aio_catalog.py``.

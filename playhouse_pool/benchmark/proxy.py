@@ -150,7 +150,9 @@ class LatencyProxy:
 
     def hang(self, on: bool) -> None:
         """While on, accept clients but connect none upstream and forward
-        no bytes (a hung network). Off: everything held resumes."""
+        no bytes, and reset nothing: a blackhole, as a route that vanished
+        or a host that went silent. Off: everything held resumes, as TCP's
+        retransmissions deliver it once the route is back."""
         with self._cond:
             self._hung = bool(on)
             self._cond.notify_all()
