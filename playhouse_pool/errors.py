@@ -4,6 +4,8 @@ from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from peewee import OperationalError
 
+from ._options import IO_GRACE, PoolOptions
+
 # How many of the longest holders a MaxConnectionsExceeded names.
 HOLDERS_SHOWN = 3
 
@@ -64,6 +66,29 @@ def dry_pool(max_connections: Optional[int], idle: int, in_use: Iterable[Any],
         max_connections, idle + len(held), len(held), waiting,
         [Holder(now - r.checked_out, r.holder, r.call_site)
          for r in longest], sites_recorded)
+
+
+def awaited_phrase(position: int, coming: int, now: float,
+                   connects: Sequence[float]) -> str:
+    """What a waiter at ``position`` in line waited for: the connects
+    under way (started at ``connects``) cover the first waiters, then
+    connections out for a ping or reset (``coming`` in all)."""
+    if position < len(connects):
+        return 'a connect under way (no answer for %.1fs)' % (
+            now - min(connects))
+    if position < coming:
+        return 'a connection being checked or replaced'
+    return 'a connection to be checked in'
+
+
+def timed_out_why(awaited: str, options: PoolOptions) -> str:
+    """Why a waiter gave up: what it waited for, and for how long it
+    might."""
+    if options.timeout is None:
+        return ('timed out waiting for %s (timeout=None: one connect '
+                'attempt, %.3gs)' % (awaited, options.io_seconds + IO_GRACE))
+    return 'timed out waiting for %s within timeout=%ss' % (awaited,
+                                                            options.timeout)
 
 
 def pool_exhausted(why: str, waited: float,

@@ -18,11 +18,11 @@ import heapq
 import math
 import threading
 import time
-from typing import (Any, Callable, Dict, List, Optional, Tuple,
-                    Type)
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
-from ._options import IO_GRACE, PoolOptions
-from .errors import DryPool, PoolClosedError, dry_pool, pool_exhausted
+from ._options import PoolOptions
+from .errors import (DryPool, PoolClosedError, awaited_phrase, dry_pool,
+                     pool_exhausted, timed_out_why)
 from .events import PoolEvents
 from .idle import IdleHeap
 from .jobs import (CloseConnection, Job, Jobs, OpenConnection,
@@ -37,10 +37,10 @@ Dispatch = Callable[[Jobs], None]
 
 class Ledger:
     """The bookkeeping of one pool. Each method that changes the books
-    takes ``lock``, but for the primitives sweeps.py and housekeeping.py
-    call with it held: untake, retire_taken, close_taken, send_out,
-    slot_freed, fill_up, last_usable, over_a_lowered_maximum and
-    tell_watchers."""
+    takes ``lock``, except the primitives that sweeps.py and
+    housekeeping.py call with it held (untake, retire_taken, close_taken,
+    send_out, slot_freed, start_for_waiters, fill_up, last_usable,
+    over_a_lowered_maximum, tell_watchers)."""
 
     def __init__(self, options: PoolOptions, events: PoolEvents,
                  dispatch: Dispatch) -> None:
@@ -87,8 +87,8 @@ class Ledger:
 
     def take_idle(self, owner: Optional[Owner], now: float
                   ) -> Optional[PoolConnection]:
-        """The hot path: the oldest idle connection, now checked out by
-        ``owner``; None if there is none (then ``queue`` a waiter)."""
+        """The oldest idle connection, now checked out by ``owner``; None if
+        there is none (then ``queue`` a waiter)."""
         with self.lock:
             # The hot path: the heap's list itself, and _lend inlined.
             entries = self.idle.entries
@@ -173,7 +173,12 @@ class Ledger:
         with self.lock:
             if waiter.state != 'waiting':
                 return False, None
-            awaited = self._awaited(waiter, now)
+            # What was on its way to it: the connects under way cover the
+            # first waiters, then connections out for a ping or reset.
+            awaited = awaited_phrase(
+                self.waiters.position(waiter), self.slots.coming, now,
+                [job.started for job in self.slots.opening
+                 if not job.overdue])
             waiter.abandon()
             self.waiters.remove(waiter)
             self.counters.wait_seconds += now - waiter.since
@@ -182,31 +187,9 @@ class Ledger:
             self.counters.timed_out()
             if self.failing is not None:
                 return True, timed_out(self.failing)
-            return True, pool_exhausted(self._why(awaited),
-                                        now - waiter.since, self._dry(now))
-
-    def _awaited(self, waiter: Waiter, now: float) -> str:
-        # What was on its way to this waiter: the connects under way cover
-        # the first waiters, then connections out for a ping or reset.
-        position = self.waiters.position(waiter)
-        connects = [job for job in self.slots.opening if not job.overdue]
-        if position < len(connects):
-            return 'a connect under way (no answer for %.1fs)' % (
-                now - min(job.started for job in connects))
-        if position < self.slots.coming:
-            return 'a connection being checked or replaced'
-        return 'a connection to be checked in'
-
-    def _why(self, awaited: str) -> str:
-        """Why a waiter gave up: what it waited for, and for how long it
-        might."""
-        options = self.options
-        if options.timeout is None:
-            return ('timed out waiting for %s (timeout=None: one connect '
-                    'attempt, %.3gs)' % (awaited,
-                                         options.io_seconds + IO_GRACE))
-        return 'timed out waiting for %s within timeout=%ss' % (
-            awaited, options.timeout)
+            return True, pool_exhausted(
+                timed_out_why(awaited, self.options), now - waiter.since,
+                self._dry(now))
 
     def _dry(self, now: float) -> DryPool:
         return dry_pool(self.options.max_connections, len(self.idle),
@@ -293,17 +276,8 @@ class Ledger:
     # -- Retiring -----------------------------------------------------------
 
     def over_a_lowered_maximum(self, extra: int) -> bool:
-        """init() lowered max_connections below what is open: True while
-        ``extra`` more connections would exceed it (those being closed are
-        on their way out); the shrink ends once it holds."""
-        slots = self.slots
-        if not slots.shrinking:
-            return False
-        if slots.limit is not None and self.open_count() + extra > \
-                slots.limit:
-            return True
-        slots.shrinking = False
-        return False
+        """See Slots.over_a_lowered_maximum (lock held)."""
+        return self.slots.over_a_lowered_maximum(self.open_count() + extra)
 
     def last_usable(self, record: PoolConnection, now: float,
                      counted: int) -> bool:
@@ -349,7 +323,7 @@ class Ledger:
         the first waiter or the heap; or, if the pool was closed meanwhile,
         to be closed."""
         with self.lock:
-            self.settle(job)
+            self.slots.settle(job)
             self.slots.opening.remove(job)
             self.counters.connected(took)
             self.failing = None
@@ -373,7 +347,7 @@ class Ledger:
         job's own deadline comes, every waiter whose deadline is as near
         (with ``could_not_connect(error)``)."""
         with self.lock:
-            self.settle(job)        # a retry is a new attempt, on its way
+            self.slots.settle(job)    # a retry is a new attempt, on its way
             self.failing = error
             self.counters.connect_failed()
             current = job.current
@@ -398,7 +372,7 @@ class Ledger:
             self.slots.opening.remove(job)
             # No refill right after a failure (a connect that cannot work
             # would be retried in a loop): the housekeeper's next round.
-            jobs = self._start_for_waiters(now)
+            jobs = self.start_for_waiters(now)
         self.dispatch(jobs)
         return False
 
@@ -411,15 +385,15 @@ class Ledger:
     def open_cancelled(self, job: OpenConnection, now: float) -> Jobs:
         """An open job that will not run (its pool was closed)."""
         with self.lock:
-            self.settle(job)
+            self.slots.settle(job)
             self.slots.opening.remove(job)
-            return self._start_for_waiters(now)
+            return self.start_for_waiters(now)
 
     def closed(self, job: CloseConnection, now: float) -> Jobs:
         """A close finished. A replacement goes on to open the new
         connection in the same slot."""
         with self.lock:
-            self.settle(job)
+            self.slots.settle(job)
             self.slots.closing -= 1
             self.counters.closed_some(1)
             if job.replace:
@@ -432,7 +406,7 @@ class Ledger:
         """A connection out for a ping or a reset came back: to the pool if
         it is usable, else replaced."""
         with self.lock:
-            self.settle(job)
+            self.slots.settle(job)
             record = job.record
             assert record is not None
             del self.slots.out[record.key]
@@ -444,37 +418,13 @@ class Ledger:
                 return []
             return [self.retire_taken(record)]
 
-    def overdue(self, jobs: List[Optional[Job]], count: int) -> None:
-        """``count`` pieces of the pool's own I/O ran past their deadline
-        (watchdog.py); ``jobs``: those of them under way for a job that
-        nothing could cut short. Waiters stop counting on those (their
-        slots stay held: the connection may exist on the server), and get
-        connects of their own where slots are free. The caller holds the
-        watchdog's lock, so each job is still under way."""
-        with self.lock:
-            self.counters.io_timeouts += count
-            for job in jobs:
-                if (job is not None and job.kind != 'close'
-                        and not job.overdue):
-                    job.overdue = True
-                    self.slots.overdue += 1
-            new = self._start_for_waiters(time.monotonic())
-        self.dispatch(new)
-
-    def settle(self, job: Job) -> None:
-        """A job reports back: if overdue, it is counted on again (lock
-        held)."""
-        if job.overdue:
-            job.overdue = False
-            self.slots.overdue -= 1
-
     def slot_freed(self, now: float) -> Jobs:
         """A slot came free: waiters that nothing on its way covers get a
         connect of their own; then the minimum is refilled."""
         self.over_a_lowered_maximum(0)
-        return self._start_for_waiters(now) + self.fill_up()
+        return self.start_for_waiters(now) + self.fill_up()
 
-    def _start_for_waiters(self, now: float) -> Jobs:
+    def start_for_waiters(self, now: float) -> Jobs:
         jobs: Jobs = []
         while (len(self.waiters) > self.slots.coming
                and self.free_slots() > 0 and not self.slots.shrinking):

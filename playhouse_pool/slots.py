@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from .records import PoolConnection
 
 if TYPE_CHECKING:
-    from .jobs import OpenConnection
+    from .jobs import Job, OpenConnection
 
 
 class Slots:
@@ -48,6 +48,24 @@ class Slots:
         overdue (a connect that may never end is not on its way)."""
         return (len(self.opening) + self.replacing + len(self.out)
                 - self.overdue)
+
+    def over_a_lowered_maximum(self, would_be_open: int) -> bool:
+        """init() lowered max_connections below what is open: True while
+        ``would_be_open`` connections would exceed it (those being closed
+        are on their way out); the shrink ends once it holds."""
+        if not self.shrinking:
+            return False
+        if self.limit is not None and would_be_open > self.limit:
+            return True
+        self.shrinking = False
+        return False
+
+    def settle(self, job: 'Job') -> None:
+        """A job reports back: if it was overdue, it is counted on
+        again."""
+        if job.overdue:
+            job.overdue = False
+            self.overdue -= 1
 
     def free(self, held: int) -> float:
         """Slots free beside ``held`` connections (idle and checked out)."""

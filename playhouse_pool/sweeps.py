@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Set, Tuple
 
 from ._options import PoolOptions
 from .errors import PoolClosedError
-from .jobs import Jobs, ResetConnection
+from .jobs import Job, Jobs, ResetConnection
 from .ledger import Ledger
 from .records import Owner, PoolConnection
 
@@ -168,6 +168,24 @@ class Sweeps:
             if gone(holder):
                 del ledger.closed_keys[key]
         return dead
+
+    def overdue(self, jobs: List[Optional[Job]], count: int) -> None:
+        """``count`` pieces of the pool's own I/O ran past their deadline
+        (watchdog.py); ``jobs``: those of them under way for a job that
+        nothing could cut short. Waiters stop counting on those (their
+        slots stay held: the connection may exist on the server), and get
+        connects of their own where slots are free. The caller holds the
+        watchdog's lock, so each job is still under way."""
+        ledger = self.ledger
+        with ledger.lock:
+            ledger.counters.io_timeouts += count
+            for job in jobs:
+                if (job is not None and job.kind != 'close'
+                        and not job.overdue):
+                    job.overdue = True
+                    ledger.slots.overdue += 1
+            new = ledger.start_for_waiters(time.monotonic())
+        ledger.dispatch(new)
 
     # -- close_all() ----------------------------------------------------------
 

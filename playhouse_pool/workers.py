@@ -175,7 +175,7 @@ class Housekeeper(threading.Thread):
             self._wake.clear()
             try:
                 now = time.monotonic()
-                self._watchdog.check(now, housekeeping.ledger.overdue)
+                self._watchdog.check(now, housekeeping.sweeps.overdue)
                 interval = min(housekeeping.run_round(now),
                                max(self._watchdog.next_check
                                    - time.monotonic(), MIN_TICK))
