@@ -229,6 +229,11 @@ class PooledDatabase(recovery.StatementWatch):
         """Undo on the new connection what of ``added`` would outlive the
         connect (a read timeout): the user's statements keep their own."""
 
+    def _close_raw(self, conn: Any) -> None:
+        """peewee's name: close a driver connection with ``_close``, never
+        raising (errors are logged)."""
+        self._opener.close_conn(conn)
+
     def _bounded(self, conn: Any) -> Watch:
         """A watch over the pool's own I/O on ``conn`` (rule 9), for the
         backends' check-in round trips: ``with self._bounded(conn) as

@@ -146,13 +146,18 @@ def test_five_threads_in_context_managers_leave_five_idle(tmp_path):
 
 
 def test_an_error_from_the_drivers_close_is_swallowed():
+    closed = []
+
     class FailingClose(CountingPool):
         def _close(self, conn):
+            closed.append(conn)
             raise RuntimeError('cannot close')
 
     db = FailingClose('counting')
     db.connect()
     assert db.manual_close() is True           # no error
+    db._close_raw(1337)                        # peewee's name, no error
+    assert closed == [1, 1337]
     db.close_all()
 
 
