@@ -79,7 +79,11 @@ class ThreadWaiter(Waiter):
 
     def __init__(self, owner: Optional[Owner], since: float,
                  deadline: Optional[float], counted: bool = False) -> None:
-        super().__init__(owner, since, deadline, counted)
+        # Waiter.__init__'s, inlined: one made for every checkout that waits.
+        self.owner, self.since, self.deadline = owner, since, deadline
+        self.counted, self.state = counted, WAITING
+        self.record: Optional[PoolConnection] = None
+        self.error: Optional[BaseException] = None
         self._signal = threading.Lock()
         self._signal.acquire()
 
