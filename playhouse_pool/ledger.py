@@ -26,7 +26,7 @@ from .errors import DryPool, PoolClosedError, dry_pool, pool_exhausted
 from .events import PoolEvents
 from .idle import IdleHeap
 from .jobs import (CloseConnection, Job, Jobs, OpenConnection,
-                   PingConnection, ReplaceConnection)
+                   PingConnection, ReplaceConnection, ResetConnection)
 from .records import Owner, PoolConnection
 from .slots import Slots
 from .stats import Counters
@@ -238,6 +238,21 @@ class Ledger:
                 self._give_back(record, now)
                 return
             job = self.retire_taken(record)
+        self.dispatch([job])
+
+    def checkin_to_reset(self, key: Any, now: float) -> None:
+        """A checked-out connection comes back not clean (a transaction
+        left open, a statement cancelled mid-way): out for a reset job, its
+        slot held, and back to the pool once clean (or replaced). The
+        asyncio face's check-in, which so does no I/O in the task checking
+        in (a cancel there can lose nothing)."""
+        with self.lock:
+            record = self.untake(key)
+            if record is None:       # closed by the pool while held
+                return
+            self.counters.checked_in(now - record.checked_out)
+            record.fresh = False
+            job = self.send_out(record, ResetConnection)
         self.dispatch([job])
 
     def _give_back(self, record: PoolConnection, now: float) -> None:
