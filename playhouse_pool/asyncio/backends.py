@@ -27,7 +27,7 @@ from playhouse import pwasyncio
 from .._options import PoolOptions
 from ..backends import _PG_RESET, _PG_SESSION_SETTINGS
 from .connections import MySQLConnection, PgConnection, SqliteConnection
-from .lending import BROKEN, CLEAN, DIRTY
+from .opening import BROKEN, CLEAN, DIRTY
 from .pool import AsyncPooledDatabase
 
 # reset_session sets again what the session had set when it opened (what

@@ -24,6 +24,7 @@ def pop_async_options(kwargs: Dict[str, Any],
     go to peewee and the driver), validated onto ``previous`` (None: the
     defaults). ValueError names both when a setting is given twice with
     different values (``pool_size=5, max_connections=8``)."""
+    given = {}
     for alias, name in ALIASES.items():
         if alias not in kwargs:
             continue
@@ -34,5 +35,15 @@ def pop_async_options(kwargs: Dict[str, Any],
                 'values: give one of them' % (alias, value, name,
                                               kwargs[name]))
         kwargs[name] = value
+        given[name] = alias
     base = DEFAULTS if previous is None else previous
-    return base.updated(pop_options(kwargs))
+    try:
+        return base.updated(pop_options(kwargs))
+    except (TypeError, ValueError) as exc:
+        # The error names the setting as the caller did: "pool_size
+        # (max_connections) must be >= 0".
+        message = str(exc)
+        for name, alias in given.items():
+            if message.startswith(name):
+                message = '%s (%s)%s' % (alias, name, message[len(name):])
+        raise type(exc)(message) from None

@@ -39,15 +39,12 @@ from ..records import PoolConnection
 from ..stats import Counters
 from ..sweeps import Sweeps
 from .._options import PoolOptions
-from .opening import AsyncOpener
+from .opening import CLEAN, DIRTY, AsyncOpener
 from .runner import HousekeeperTask, JobRunner
 from .tasks import TaskOwner
 from .waiting import FutureWaiter, PoolTimeout
 
 logger = logging.getLogger('playhouse_pool')
-
-# What a check-in finds, by the driver's flags (backends.py).
-CLEAN, DIRTY, BROKEN = 'clean', 'dirty', 'broken'
 
 # A waiter whose deadline passed while the ledger lets it wait on for a
 # connect under way for it looks again this much later.

@@ -24,6 +24,10 @@ from ..records import PoolConnection
 
 logger = logging.getLogger('playhouse_pool')
 
+# What a check-in finds, by the driver's flags (backends.py): clean, left
+# in a transaction or mid-statement (a reset job cleans it), or replaced.
+CLEAN, DIRTY, BROKEN = 'clean', 'dirty', 'broken'
+
 # The deadline of the pool's own I/O when the pool has no timeout (None,
 # or 0: checkouts wait forever): pwasyncio's acquire_timeout default.
 IO_TIMEOUT = 10.0
@@ -44,6 +48,7 @@ class AsyncHooks(Protocol):
     async def _reset_async(self, conn: Any) -> bool: ...
     async def _close_async(self, conn: Any) -> None: ...
     def _abort(self, raw: Any) -> None: ...
+    def _checkin_state(self, conn: Any) -> str: ...
 
 
 async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
@@ -128,6 +133,12 @@ class AsyncOpener:
         return True
 
     async def reset(self, record: PoolConnection) -> bool:
+        """Clean a connection as check-in would have: one check-in would
+        replace (reclaimed from a task that ended mid-statement, say) is
+        not reused; a clean one costs no I/O."""
+        state = self.db._checkin_state(record.conn)
+        if state != DIRTY:
+            return state == CLEAN
         try:
             return await bounded(self.db._reset_async(record.conn),
                                  self.seconds())
