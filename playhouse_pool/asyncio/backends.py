@@ -18,6 +18,7 @@ aiosqlite its worker thread stopped     a transaction; a statement
 A connection left unclean goes out for a reset job (opening.py) at
 check-in; the task checking in never waits for it.
 """
+import threading
 from dataclasses import replace
 from typing import Any, Dict
 
@@ -251,9 +252,12 @@ class AsyncSqliteDatabase(AsyncPooledDatabase,
         raw.stop()
 
     def _forget(self, conn: Any) -> None:
-        # No transport: its thread ends (it is not a daemon).
+        # No transport, but a thread, which is not a daemon: it ends. Told
+        # from a thread with no event loop, so that it answers none (the
+        # loop calling this may be closed by the time it is done).
         raw = conn.conn
         if raw is not None:
-            raw.stop()
+            threading.Thread(target=raw.stop, daemon=True,
+                             name='playhouse_pool-forget').start()
 
 

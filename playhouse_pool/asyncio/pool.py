@@ -203,8 +203,9 @@ class AsyncPooledDatabase:
                                        self._opener,
                                        counters=lender.ledger.counters)
             self._lender.bind(loop)
-            # That loop's tasks are gone, and their states with them.
-            self._state = TaskStates(release=self._reclaim)
+            # That loop's tasks are gone: their states go (a task of this
+            # loop may get the id of one of them).
+            self._state.forget_tasks()
             self._pool = None
             return self._lender
 

@@ -41,3 +41,9 @@ class TaskStates(_ConnectionState):
         state = self._current()
         state.conn = None
         state.closed = True
+
+    def forget_tasks(self) -> None:
+        """The event loop whose tasks these states were of is gone."""
+        self._states.clear()
+        self._orphaned_conns.clear()
+        self._release_tasks.clear()
