@@ -343,6 +343,8 @@ class Ledger:
             self.failing = None
             if not job.current or self.over_a_lowered_maximum(1):
                 return [self.close_taken(record)]
+            record.connect_seconds = took       # its age limit's jitter
+            record.set_age_limit(self.options.stale_timeout)
             if job.started < self.recycled_at:
                 record.recycle()
             self._give_back(record, now)
