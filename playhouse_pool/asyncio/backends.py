@@ -79,10 +79,11 @@ class AsyncPostgresqlDatabase(AsyncPooledDatabase,
 
     def _checkin_state(self, conn: Any) -> str:
         raw = conn.conn
-        if raw is None or conn._streaming or conn.stale():
+        if raw is None or conn._streaming or raw.is_closed():
             return BROKEN
-        if (conn.in_flight or raw._protocol._is_cancelling()
-                or raw._top_xact is not None or raw.is_in_transaction()
+        protocol = raw._protocol          # (its flags, one call each)
+        if (protocol._is_cancelling() or raw._top_xact is not None
+                or protocol.is_in_transaction()
                 or self._pool_options.reset_session):
             return DIRTY
         return CLEAN
@@ -112,7 +113,6 @@ class AsyncPostgresqlDatabase(AsyncPooledDatabase,
                 await raw.execute(_PG_RESTORE,
                                   [name for name, _ in conn.session],
                                   [value for _, value in conn.session])
-        conn.in_flight = False
         return True
 
     async def _ping_async(self, conn: Any) -> None:
@@ -141,9 +141,8 @@ class AsyncMySQLDatabase(AsyncPooledDatabase, pwasyncio.AsyncMySQLDatabase):
         return MySQLConnection(conn)
 
     def _checkin_state(self, conn: Any) -> str:
-        # A statement in flight on a connection aiomysql left open: no one
-        # knows where its protocol stands.
-        if conn.stale() or conn._streaming or conn.in_flight:
+        # aiomysql closes a connection whose statement was cancelled.
+        if conn.stale() or conn._streaming:
             return BROKEN
         if (conn.conn.get_transaction_status()
                 or self._pool_options.reset_session):
@@ -158,7 +157,6 @@ class AsyncMySQLDatabase(AsyncPooledDatabase, pwasyncio.AsyncMySQLDatabase):
             await raw.rollback()
         if self._pool_options.reset_session:
             await self._reset_session(raw)
-        conn.in_flight = False
         return True
 
     async def _reset_session(self, raw: Any) -> None:

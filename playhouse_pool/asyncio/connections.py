@@ -1,10 +1,12 @@
-"""pwasyncio's connection wrappers, as the pool keeps them: each tracks
-whether a statement is in flight (set before the driver is awaited,
-cleared when it answers, left set by a cancel), the one thing no driver
-tells of itself in time, which check-in reads (backends.py). The MySQL
-wrapper also sees a server-side close, and lets a ROLLBACK on a connection
-aiomysql closed for a cancel be a no-op (the server rolled back), so the
-cancel, not an InterfaceError, reaches the caller of ``atomic()``.
+"""pwasyncio's connection wrappers, as the pool keeps them. asyncpg tells
+of a cancelled statement itself (a cancel under way), and aiomysql closes
+a connection whose statement was cancelled; aiosqlite tells nothing, so its
+wrapper tracks whether a statement is in flight (set before the driver is
+awaited, cleared when it answers, left set by a cancel), which check-in
+reads (backends.py). The MySQL wrapper also sees a server-side close, and
+lets a ROLLBACK on a connection aiomysql closed for a cancel be a no-op
+(the server rolled back), so the cancel, not an InterfaceError, reaches the
+caller of ``atomic()``.
 """
 from typing import Any, List, Optional, Tuple
 
@@ -15,25 +17,7 @@ from playhouse import pwasyncio
 _CANCELLED = 'Cancelled during execution'
 
 
-class InFlight:
-    """Mixin, first in the bases, for a pwasyncio connection wrapper:
-    ``in_flight`` is True from a statement's start until the driver
-    answers (an error included); a cancel leaves it True."""
-    in_flight = False
-
-    async def execute(self, sql: str, params: Any = None) -> Any:
-        self.in_flight = True
-        try:
-            result = await super().execute(  # type: ignore[misc]
-                sql, params)
-        except Exception:
-            self.in_flight = False
-            raise
-        self.in_flight = False
-        return result
-
-
-class PgConnection(InFlight, pwasyncio.AsyncPostgresqlConnection):
+class PgConnection(pwasyncio.AsyncPostgresqlConnection):
     """asyncpg's connection in pwasyncio's wrapper. ``session``: what the
     session had set when it opened (reset_session sets it again)."""
 
@@ -43,7 +27,7 @@ class PgConnection(InFlight, pwasyncio.AsyncPostgresqlConnection):
         self.session = session
 
 
-class MySQLConnection(InFlight, pwasyncio.AsyncMySQLConnection):
+class MySQLConnection(pwasyncio.AsyncMySQLConnection):
     """aiomysql's connection in pwasyncio's wrapper."""
 
     def stale(self) -> bool:
@@ -56,8 +40,8 @@ class MySQLConnection(InFlight, pwasyncio.AsyncMySQLConnection):
         reader = conn._reader
         if reader is None or reader.at_eof():
             return True
-        return bool(reader._buffer) and not (self.in_flight
-                                             or self._streaming)
+        # (Its lock is held while a statement runs or a stream is open.)
+        return bool(reader._buffer) and not self._lock.locked()
 
     async def _execute(self, sql: str, params: Any = None) -> Any:
         conn = self.conn
@@ -68,5 +52,18 @@ class MySQLConnection(InFlight, pwasyncio.AsyncMySQLConnection):
         return await super()._execute(sql, params)
 
 
-class SqliteConnection(InFlight, pwasyncio.AsyncSqliteConnection):
-    """aiosqlite's connection in pwasyncio's wrapper."""
+class SqliteConnection(pwasyncio.AsyncSqliteConnection):
+    """aiosqlite's connection in pwasyncio's wrapper. ``in_flight`` is True
+    from a statement's start until aiosqlite answers (an error included);
+    a cancel leaves it True: the statement runs on in aiosqlite's thread."""
+    in_flight = False
+
+    async def execute(self, sql: str, params: Any = None) -> Any:
+        self.in_flight = True
+        try:
+            result = await super().execute(sql, params)
+        except Exception:
+            self.in_flight = False
+            raise
+        self.in_flight = False
+        return result

@@ -37,6 +37,7 @@ from ..ledger import Ledger
 from ..lending import _caller_stack
 from ..records import PoolConnection
 from ..stats import Counters
+from ..waiting import WAITING
 from ..sweeps import Sweeps
 from .._options import PoolOptions
 from .opening import CLEAN, DIRTY, AsyncOpener
@@ -72,6 +73,10 @@ class AsyncLender:
         self.runner: Optional[JobRunner] = None
         self.housekeeper: Optional[HousekeeperTask] = None
         self._pending: Jobs = []          # dispatched before bind()
+        self._wait_seconds = options.wait_seconds    # (reconfigure())
+        # The timer of the waiters' nearest deadline (_deadlines).
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = math.inf
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve the tasks of ``loop`` (running, on this thread)."""
@@ -106,6 +111,12 @@ class AsyncLender:
         if self.runner is not None:
             self.runner.stop()
 
+    def reconfigure(self, options: PoolOptions, discard_idle: bool) -> None:
+        """init() changed the options (Sweeps.reconfigure)."""
+        self._wait_seconds = options.wait_seconds
+        self.sweeps.reconfigure(options, discard_idle)
+        self.wake_housekeeper()
+
     def wake_housekeeper(self) -> None:
         if self.housekeeper is not None:
             self.housekeeper.wake()
@@ -114,100 +125,118 @@ class AsyncLender:
 
     async def checkout(self, owner: TaskOwner) -> PoolConnection:
         """A checked connection for ``owner``. Raises PoolTimeout if none
-        is free in time, the connect error if none could be opened."""
-        now = time.monotonic()
-        record = self.ledger.take_idle(owner, now)
-        usable = record is not None and self._check(record, now)
-        if usable is None:
-            assert record is not None
-            usable = await self._ping(record, now, None)
-        if not usable:
-            record = await self._checkout_slowly(owner, now,
-                                                 record is not None)
-        assert record is not None
-        if self.ledger.options.leak_timeout is not None:
-            record.stack = _caller_stack()
-        if self.events.listeners:
-            self.events.checkout(time.monotonic() - now)
-        return record
+        is free in time, the connect error if none could be opened.
 
-    async def _checkout_slowly(self, owner: TaskOwner, start: float,
-                               counted: bool) -> PoolConnection:
-        """No usable idle connection at once: wait in line, checking each
-        connection handed over as it comes. A checkout counts once,
-        however many connections it goes through."""
-        self.start()
-        wait = self.ledger.options.wait_seconds
-        deadline = None if wait is None else start + wait
-        assert self.loop is not None
+        The oldest idle one if it passes its checks; else the task waits in
+        line, checking each connection handed over as it comes. A checkout
+        counts once, however many connections it goes through. (One
+        coroutine with the wait inline: each level of awaiting would be
+        paid again at every wake-up.)"""
+        start = time.monotonic()
+        ledger = self.ledger
+        record = ledger.take_idle(owner, start) if ledger.idle.entries \
+            else None
+        counted = record is not None
+        deadline = None
         while True:
+            if record is not None:
+                usable = self._check(record, start)
+                if usable is None:
+                    usable = await self._ping(record, start, deadline)
+                if usable:
+                    if ledger.options.leak_timeout is not None:
+                        record.stack = _caller_stack()
+                    if self.events.listeners:
+                        self.events.checkout(time.monotonic() - start)
+                    return record
+            # Wait in line.
+            if self.housekeeper is None or not ledger.started:
+                self.start()
+            wait = self._wait_seconds
+            deadline = None if wait is None else start + wait
+            assert self.loop is not None
             waiter = FutureWaiter(owner, start, deadline, counted, self.loop)
             try:
-                self.ledger.queue(waiter, time.monotonic())
+                ledger.queue(waiter, time.monotonic())
             except MaxConnectionsExceeded as exc:
                 if type(exc) is MaxConnectionsExceeded:    # not closing
                     raise PoolTimeout(*exc.args) from None
                 raise
-            record = await self._wait(waiter)
-            now = time.monotonic()
-            usable = self._check(record, now)
-            if usable is None:
-                usable = await self._ping(record, now, deadline)
-            if usable:
-                return record
+            if waiter.state is WAITING:
+                if deadline is not None and deadline < self._timer_at:
+                    self._arm(deadline)
+                try:
+                    await waiter.future
+                except BaseException:      # cancelled (or anything else)
+                    self._abandon(waiter)
+                    raise
+            if waiter.error is not None:
+                self._raise(waiter)
+            record = waiter.record
             counted = True
 
-    async def _wait(self, waiter: FutureWaiter) -> PoolConnection:
-        """Until handed a connection or failed (its deadline, a timer)."""
-        if waiter.waiting:
-            if waiter.deadline is not None and waiter.deadline < math.inf:
-                waiter.timer = waiter.loop.call_later(
-                    waiter.deadline - time.monotonic(), self._deadline,
-                    waiter)
-            try:
-                await waiter.future
-            except BaseException:          # cancelled (or anything else)
-                self._abandon(waiter)
-                raise
-            if waiter.timer is not None:
-                waiter.timer.cancel()
+    @staticmethod
+    def _raise(waiter: FutureWaiter) -> None:
+        """Raise what the wait failed with."""
         error = waiter.error
-        if error is not None:
-            # No cycle (error -> traceback -> this frame -> waiter ->
-            # error): the frames it holds would outlive its handling.
-            waiter.error = None
-            try:
-                raise error
-            finally:
-                del error
-        assert waiter.record is not None
-        return waiter.record
+        # No cycle (error -> traceback -> this frame -> waiter -> error):
+        # the frames it holds would outlive its handling.
+        waiter.error = None
+        try:
+            raise error  # type: ignore[misc]
+        finally:
+            del error
 
-    def _deadline(self, waiter: FutureWaiter) -> None:
-        """The timer of a waiter's deadline: the ledger abandons it unless
-        it was served meanwhile, and it wakes with the reason."""
+    # The waiters' deadlines: one timer on the loop, for the nearest. (A
+    # timer per waiter would be made and cancelled on every wait, and
+    # most waits end long before their deadline.)
+
+    def _arm(self, deadline: float) -> None:
+        assert self.loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_later(deadline - time.monotonic(),
+                                           self._deadlines)
+
+    def _deadlines(self) -> None:
+        """The nearest deadline came: each waiter past its own gives up
+        (``_deadline``); the timer is set for the next one."""
+        self._timer, self._timer_at = None, math.inf
         now = time.monotonic()
+        ledger = self.ledger
+        with ledger.lock:
+            due = [w for w in ledger.waiters
+                   if w.deadline is not None and w.deadline <= now]
+        for waiter in due:
+            assert isinstance(waiter, FutureWaiter)
+            self._deadline(waiter, now)
+        with ledger.lock:
+            # One past its deadline still waits if the ledger lets it wait
+            # on for a connect under way for it: looked at again shortly.
+            later = [max(w.deadline, now + RECHECK) for w in ledger.waiters
+                     if w.deadline is not None]
+        if later:
+            self._arm(min(later))
+
+    def _deadline(self, waiter: FutureWaiter, now: float) -> None:
+        """A waiter's deadline passed: the ledger abandons it unless it was
+        served meanwhile, and it wakes with the reason."""
         abandoned, failing, dry = self.ledger.give_up(waiter, now, True)
-        if abandoned:
-            if failing is not None:
-                waiter.timed_out(self.opener.could_not_connect(failing))
-                return
-            assert dry is not None
-            waiter.timed_out(PoolTimeout(*pool_exhausted(
-                'timed out: no connection came free within timeout=%ss'
-                % self.ledger.options.timeout, now - waiter.since,
-                dry).args))
-        elif waiter.waiting:
-            # The ledger lets it wait on for a connect under way for it.
-            waiter.timer = waiter.loop.call_later(RECHECK, self._deadline,
-                                                  waiter)
+        if not abandoned:
+            return
+        if failing is not None:
+            waiter.timed_out(self.opener.could_not_connect(failing))
+            return
+        assert dry is not None
+        waiter.timed_out(PoolTimeout(*pool_exhausted(
+            'timed out: no connection came free within timeout=%ss'
+            % self.ledger.options.timeout, now - waiter.since, dry).args))
 
     def _abandon(self, waiter: FutureWaiter) -> None:
         """Its task was cancelled while it waited: out of the line; or, if
         it was handed a connection in the same loop iteration, that
         connection goes on, unused, to the next waiter."""
-        if waiter.timer is not None:
-            waiter.timer.cancel()
         now = time.monotonic()
         abandoned, _, _ = self.ledger.give_up(waiter, now, False)
         if not abandoned and waiter.record is not None:

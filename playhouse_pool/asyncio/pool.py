@@ -22,13 +22,14 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Coroutine, Dict, Optional
 
 from peewee import InterfaceError
 
 from .._options import PoolOptions, seconds
 from .._redact import redact
 from ..events import PoolEvents
+from ..records import PoolConnection
 from .keywords import pop_async_options
 from .lending import AsyncLender
 from .opening import AsyncOpener
@@ -95,10 +96,8 @@ class AsyncPooledDatabase:
         self._pool_min_size = options.min_connections
         self._acquire_timeout = options.timeout
         if options != previous:
-            self._lender.sweeps.reconfigure(
-                options, discard_idle=options.reset_session
-                and not previous.reset_session)
-            self._lender.wake_housekeeper()
+            self._lender.reconfigure(options, options.reset_session
+                                     and not previous.reset_session)
 
     def _fit(self, database: Any, options: PoolOptions) -> PoolOptions:
         """The options as this backend can pool ``database`` (SQLite's
@@ -120,11 +119,17 @@ class AsyncPooledDatabase:
                 return conn
             state.drop_connection()
             self._bound().checkin(conn)
-        conn = await self._acquire_conn_async()
+        # The lender's checkout awaited here, not through
+        # _acquire_conn_async(): one level less to wake up through.
+        conn = (await self._checkout()).conn
         state.set_connection(conn)
         return conn
 
     async def _acquire_conn_async(self) -> Any:
+        return (await self._checkout()).conn
+
+    def _checkout(self) -> Coroutine[Any, Any, PoolConnection]:
+        """The lender's checkout for the current task (a coroutine)."""
         if self.deferred:
             raise InterfaceError('Error, database must be initialized '
                                  'before opening a connection.')
@@ -136,12 +141,15 @@ class AsyncPooledDatabase:
             self._pool = lender
         task = asyncio.current_task()
         assert task is not None
-        return (await lender.checkout(TaskOwner(task))).conn
+        return lender.checkout(TaskOwner(task))
 
     async def _release_conn(self, conn: Any) -> None:
         # Synchronous: aclose() has already forgotten the connection, so
         # nothing may be awaited before the ledger has it back.
-        self._bound().checkin(conn)
+        lender = self._lender
+        if lender.loop is not asyncio._get_running_loop():
+            lender = self._bind()
+        lender.checkin(conn)
 
     async def _reclaim(self, conn: Any) -> None:
         """pwasyncio's release of the connection of a task that ended

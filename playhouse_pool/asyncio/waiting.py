@@ -17,8 +17,8 @@ from typing import Any, Optional
 from peewee import OperationalError
 
 from ..errors import MaxConnectionsExceeded
-from ..records import Owner
-from ..waiting import WAITING, Waiter
+from ..records import Owner, PoolConnection
+from ..waiting import ABANDONED, HANDED, WAITING, Waiter
 
 
 class PoolTimeout(MaxConnectionsExceeded, OperationalError):
@@ -31,17 +31,38 @@ class PoolTimeout(MaxConnectionsExceeded, OperationalError):
 
 
 class FutureWaiter(Waiter):
-    """A task's waiter: settling resolves its future; ``timer`` is its
-    deadline on the loop (lending.py), cancelled once it is settled."""
-    __slots__ = ('future', 'loop', 'timer')
+    """A task's waiter: settling resolves its future. (Its deadline is the
+    lender's: lending.py.)"""
+    __slots__ = ('future', 'loop')
 
     def __init__(self, owner: Optional[Owner], since: float,
                  deadline: Optional[float], counted: bool,
                  loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(owner, since, deadline, counted)
+        # Waiter.__init__, inline: one is made for every wait.
+        self.owner = owner
+        self.since = since
+        self.deadline = deadline
+        self.counted = counted
+        self.state = WAITING
+        self.record = None
+        self.error = None
         self.loop = loop
         self.future: 'asyncio.Future[None]' = loop.create_future()
-        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def hand(self, record: PoolConnection) -> bool:
+        # Waiter.hand with _wake() inline: this runs on every hand-off.
+        if self.state is not WAITING:
+            return False
+        future = self.future
+        if future.done():           # its task was cancelled: not this one
+            self.state = ABANDONED
+            return False
+        self.record, self.state = record, HANDED
+        if asyncio._get_running_loop() is self.loop:
+            future.set_result(None)
+        else:
+            self.loop.call_soon_threadsafe(_resolve, future)
+        return True
 
     def _wake(self) -> bool:
         future = self.future
@@ -62,10 +83,6 @@ class FutureWaiter(Waiter):
         self.error = error
         if not self.future.done():
             self.future.set_result(None)
-
-    @property
-    def waiting(self) -> bool:
-        return self.state is WAITING
 
 
 def _resolve(future: 'asyncio.Future[Any]') -> None:
