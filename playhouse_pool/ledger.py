@@ -127,7 +127,8 @@ class Ledger:
                 waiter.hand(record)
                 return
             jobs = self._enqueue(waiter, now)
-        self.dispatch(jobs)
+        if jobs:
+            self.dispatch(jobs)
 
     def _enqueue(self, waiter: Waiter, now: float) -> Jobs:
         options = self.options
