@@ -70,17 +70,16 @@ def _drop_async(namespace):
 
     import peewee
     from playhouse_pool.asyncio import AsyncPooledDatabase
+    async def drop(db, models):
+        async with db:
+            await db.run(db.drop_tables, models)
+        await db.close_pool()
+
     for db in [v for v in namespace.values()
                if isinstance(v, AsyncPooledDatabase)]:
-        models = [v for v in namespace.values() if isinstance(v, type)
-                  and issubclass(v, peewee.Model) and v._meta.database is db]
-
-        async def drop():
-            async with db:
-                await db.run(db.drop_tables, models)
-            await db.close_pool()
-
-        asyncio.run(drop())
+        asyncio.run(drop(db, [
+            v for v in namespace.values() if isinstance(v, type)
+            and issubclass(v, peewee.Model) and v._meta.database is db]))
 
 
 # The README's servers are host 'db' (Postgres) and 'mysqldb' (MySQL),
