@@ -132,17 +132,17 @@ class AsyncLender:
         counts once, however many connections it goes through. (One
         coroutine with the wait inline: each level of awaiting would be
         paid again at every wake-up.)"""
-        start = time.monotonic()
+        start = now = time.monotonic()
         ledger = self.ledger
-        record = ledger.take_idle(owner, start) if ledger.idle.entries \
+        record = ledger.take_idle(owner, now) if ledger.idle.entries \
             else None
         counted = record is not None
         deadline = None
         while True:
             if record is not None:
-                usable = self._check(record, start)
+                usable = self._check(record, now)
                 if usable is None:
-                    usable = await self._ping(record, start, deadline)
+                    usable = await self._ping(record, now, deadline)
                 if usable:
                     if ledger.options.leak_timeout is not None:
                         record.stack = _caller_stack()
@@ -174,6 +174,7 @@ class AsyncLender:
                 self._raise(waiter)
             record = waiter.record
             counted = True
+            now = time.monotonic()
 
     @staticmethod
     def _raise(waiter: FutureWaiter) -> None:
