@@ -42,10 +42,12 @@ from ..sweeps import Sweeps
 from .._options import PoolOptions
 from .opening import CLEAN, DIRTY, AsyncOpener
 from .runner import HousekeeperTask, JobRunner
-from .tasks import TaskOwner
+from .tasks import TaskOwner, current_task
 from .waiting import FutureWaiter, PoolTimeout
 
 logger = logging.getLogger('playhouse_pool')
+
+_monotonic = time.monotonic
 
 # A waiter whose deadline passed while the ledger lets it wait on for a
 # connect under way for it looks again this much later.
@@ -73,7 +75,10 @@ class AsyncLender:
         self.runner: Optional[JobRunner] = None
         self.housekeeper: Optional[HousekeeperTask] = None
         self._pending: Jobs = []          # dispatched before bind()
-        self._wait_seconds = options.wait_seconds    # (reconfigure())
+        # From the options, for the checkout (reconfigure() updates them).
+        self._wait_seconds = options.wait_seconds
+        self._ping_every_time = options.ping_after == 0
+        self._leak_timeout = options.leak_timeout is not None
         # The timer of the waiters' nearest deadline (_deadlines).
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = math.inf
@@ -114,6 +119,8 @@ class AsyncLender:
     def reconfigure(self, options: PoolOptions, discard_idle: bool) -> None:
         """init() changed the options (Sweeps.reconfigure)."""
         self._wait_seconds = options.wait_seconds
+        self._ping_every_time = options.ping_after == 0
+        self._leak_timeout = options.leak_timeout is not None
         self.sweeps.reconfigure(options, discard_idle)
         self.wake_housekeeper()
 
@@ -132,7 +139,7 @@ class AsyncLender:
         counts once, however many connections it goes through. (One
         coroutine with the wait inline: each level of awaiting would be
         paid again at every wake-up.)"""
-        start = now = time.monotonic()
+        start = now = _monotonic()
         ledger = self.ledger
         record = ledger.take_idle(owner, now) if ledger.idle.entries \
             else None
@@ -140,24 +147,30 @@ class AsyncLender:
         deadline = None
         while True:
             if record is not None:
-                usable = self._check(record, now)
+                # The checks (_check), inline while the answer is yes.
+                if (record.conn.stale()
+                        or now >= record.expires
+                        or self._ping_every_time):
+                    usable = self._check(record, now)
+                else:
+                    usable = True
                 if usable is None:
                     usable = await self._ping(record, now, deadline)
                 if usable:
-                    if ledger.options.leak_timeout is not None:
+                    if self._leak_timeout:
                         record.stack = _caller_stack()
                     if self.events.listeners:
-                        self.events.checkout(time.monotonic() - start)
+                        self.events.checkout(_monotonic() - start)
                     return record
             # Wait in line.
-            if self.housekeeper is None or not ledger.started:
+            if not (self.housekeeper and ledger.started):
                 self.start()
             wait = self._wait_seconds
             deadline = None if wait is None else start + wait
-            assert self.loop is not None
-            waiter = FutureWaiter(owner, start, deadline, counted, self.loop)
+            waiter = FutureWaiter(owner, start, deadline, counted,
+                                  self.loop)  # type: ignore[arg-type]
             try:
-                ledger.queue(waiter, time.monotonic())
+                ledger.queue(waiter, now)
             except MaxConnectionsExceeded as exc:
                 if type(exc) is MaxConnectionsExceeded:    # not closing
                     raise PoolTimeout(*exc.args) from None
@@ -174,7 +187,7 @@ class AsyncLender:
                 self._raise(waiter)
             record = waiter.record
             counted = True
-            now = time.monotonic()
+            now = _monotonic()
 
     @staticmethod
     def _raise(waiter: FutureWaiter) -> None:
@@ -294,7 +307,7 @@ class AsyncLender:
         if record is not None:
             owner = record.owner
             if (isinstance(owner, TaskOwner)
-                    and owner.task is not asyncio.current_task()):
+                    and owner.task is not current_task()):
                 if owner.task.done():
                     self.sweeps.reclaim_one(key)
                 else:
@@ -302,7 +315,7 @@ class AsyncLender:
                                  'by task %r.', key, owner.name)
                 return
         state = self._checkin_state(conn)
-        now = time.monotonic()
+        now = _monotonic()
         if state is CLEAN:
             ledger.checkin(key, True, now)
         elif state is DIRTY:

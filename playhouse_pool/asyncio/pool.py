@@ -33,7 +33,7 @@ from ..records import PoolConnection
 from .keywords import pop_async_options
 from .lending import AsyncLender
 from .opening import AsyncOpener
-from .tasks import TaskOwner, TaskStates
+from .tasks import TaskOwner, TaskStates, current_task
 
 logger = logging.getLogger('playhouse_pool')
 
@@ -139,9 +139,7 @@ class AsyncPooledDatabase:
         if self._pool is None:
             # pwasyncio's close_pool() does its per-task work while set.
             self._pool = lender
-        task = asyncio.current_task()
-        assert task is not None
-        return lender.checkout(TaskOwner(task))
+        return lender.checkout(TaskOwner(current_task()))
 
     async def _release_conn(self, conn: Any) -> None:
         # Synchronous: aclose() has already forgotten the connection, so
