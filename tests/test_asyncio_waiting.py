@@ -112,6 +112,31 @@ async def test_a_waiter_gives_up_at_its_deadline(aio_backend):
     assert db.pool_stats()['idle'] == 1
 
 
+async def test_each_waiter_gives_up_at_its_own_deadline(aio_backend):
+    db = aio_backend.make_db(max_connections=1, timeout=0.2)
+    await db.aconnect()
+    loop = asyncio.get_running_loop()
+    ended = []
+
+    async def request():
+        start = loop.time()
+        try:
+            await db.aconnect()
+        except aio.PoolTimeout:
+            ended.append(loop.time())
+        return start
+
+    first = asyncio.ensure_future(request())
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(request())
+    starts = await asyncio.gather(first, second)
+    assert len(ended) == 2
+    for start, end in zip(starts, ended):
+        assert 0.19 <= end - start < 0.5
+    assert ended[1] - ended[0] >= 0.05
+    await db.aclose()
+
+
 async def test_beyond_max_waiting_a_task_is_turned_away_at_once(
         aio_backend):
     db = aio_backend.make_db(max_connections=1, max_waiting=1, timeout=10)

@@ -228,8 +228,9 @@ class AsyncLender:
         with ledger.lock:
             # One past its deadline still waits if the ledger lets it wait
             # on for a connect under way for it: looked at again shortly.
-            later = [max(w.deadline, now + RECHECK) for w in ledger.waiters
-                     if w.deadline is not None]
+            later = [w.deadline if w.deadline > now else now + RECHECK
+                     for w in ledger.waiters
+                     if w.deadline is not None and w.deadline < math.inf]
         if later:
             self._arm(min(later))
 
