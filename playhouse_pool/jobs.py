@@ -43,9 +43,24 @@ def retryable(exc: BaseException) -> bool:
         cls.__name__ in _RETRYABLE_NAMES for cls in type(exc).__mro__)
 
 
-class ConnectionIO(Protocol):
-    """What a job may ask of the pool: I/O on one connection, and names
-    without secrets for what it logs and raises."""
+class Naming(Protocol):
+    """Names without secrets, for what a job logs and raises: all that
+    ``report`` sees of the I/O side (whose I/O may be coroutines)."""
+
+    def name(self) -> str:
+        """The database's name, fit for a log line."""
+
+    def describe(self, error: BaseException) -> str:
+        """``error`` fit for a log line."""
+
+    def could_not_connect(self, cause: BaseException) -> BaseException:
+        """The error for a waiter whose timeout ran out while connects
+        failed (``cause`` chained)."""
+
+
+class ConnectionIO(Naming, Protocol):
+    """What a job may ask of the pool: I/O on one connection (blocking:
+    the thread face's), and names without secrets."""
 
     def open(self) -> PoolConnection:
         """A new connection, set up and wrapped; raises the driver's
@@ -59,16 +74,6 @@ class ConnectionIO(Protocol):
 
     def reset(self, record: PoolConnection) -> bool:
         """Clean it for reuse, as at check-in: False if it cannot be."""
-
-    def name(self) -> str:
-        """The database's name, fit for a log line."""
-
-    def describe(self, error: BaseException) -> str:
-        """``error`` fit for a log line."""
-
-    def could_not_connect(self, cause: BaseException) -> BaseException:
-        """The error for a waiter whose timeout ran out while connects
-        failed (``cause`` chained)."""
 
 
 class Books(Protocol):
@@ -120,7 +125,7 @@ class Job:
         """The I/O (a coroutine, with the asyncio face's I/O side)."""
         raise NotImplementedError
 
-    def report(self, io: ConnectionIO, result: Any,
+    def report(self, io: Naming, result: Any,
                error: Optional[Exception], began: float,
                now: float) -> 'Jobs':
         """Publish the outcome of ``call`` (its ``result``, or the
@@ -153,7 +158,7 @@ class OpenConnection(Job):
         self.attempts += 1
         return io.open()
 
-    def report(self, io: ConnectionIO, result: Any,
+    def report(self, io: Naming, result: Any,
                error: Optional[Exception], began: float,
                now: float) -> Jobs:
         if error is None:
@@ -191,7 +196,7 @@ class CloseConnection(Job):
         assert self.record is not None
         return io.close(self.record)
 
-    def report(self, io: ConnectionIO, result: Any,
+    def report(self, io: Naming, result: Any,
                error: Optional[Exception], began: float,
                now: float) -> Jobs:
         return self.ledger.closed(self, now)
@@ -216,7 +221,7 @@ class PingConnection(Job):
         assert self.record is not None
         return io.ping(self.record)
 
-    def report(self, io: ConnectionIO, result: Any,
+    def report(self, io: Naming, result: Any,
                error: Optional[Exception], began: float,
                now: float) -> Jobs:
         assert self.record is not None
@@ -237,7 +242,7 @@ class ResetConnection(Job):
         assert self.record is not None
         return io.reset(self.record)
 
-    def report(self, io: ConnectionIO, result: Any,
+    def report(self, io: Naming, result: Any,
                error: Optional[Exception], began: float,
                now: float) -> Jobs:
         return self.ledger.checked(self, error is None and bool(result), now)

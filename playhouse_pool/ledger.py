@@ -26,7 +26,7 @@ from .errors import (DryPool, PoolClosedError, awaited_phrase, dry_pool,
 from .events import PoolEvents
 from .idle import IdleHeap
 from .jobs import (CloseConnection, Job, Jobs, OpenConnection,
-                   PingConnection, ReplaceConnection)
+                   PingConnection, ReplaceConnection, ResetConnection)
 from .records import Owner, PoolConnection
 from .slots import Slots
 from .stats import Counters
@@ -127,7 +127,8 @@ class Ledger:
                 waiter.hand(record)
                 return
             jobs = self._enqueue(waiter, now)
-        self.dispatch(jobs)
+        if jobs:
+            self.dispatch(jobs)
 
     def _enqueue(self, waiter: Waiter, now: float) -> Jobs:
         options = self.options
@@ -249,6 +250,21 @@ class Ledger:
             job = self.retire_taken(record)
         self.dispatch([job])
 
+    def checkin_to_reset(self, key: Any, now: float) -> None:
+        """A checked-out connection comes back not clean (a transaction
+        left open, a statement cancelled mid-way): out for a reset job, its
+        slot held, and back to the pool once clean (or replaced). The
+        asyncio face's check-in, which so does no I/O in the task checking
+        in (a cancel there can lose nothing)."""
+        with self.lock:
+            record = self.untake(key)
+            if record is None:       # closed by the pool while held
+                return
+            self.counters.checked_in(now - record.checked_out)
+            record.fresh = False
+            job = self.send_out(record, ResetConnection)
+        self.dispatch([job])
+
     def _give_back(self, record: PoolConnection, now: float) -> None:
         """A usable connection goes to the first waiter that takes it, or
         idle if nobody waits. The one place a connection is handed to a
@@ -335,6 +351,8 @@ class Ledger:
             self.failing = None
             if not job.current or self.over_a_lowered_maximum(1):
                 return [self.close_taken(record)]
+            record.connect_seconds = took       # its age limit's jitter
+            record.set_age_limit(self.options.stale_timeout)
             if job.started < self.recycled_at:
                 record.recycle()
             self._give_back(record, now)

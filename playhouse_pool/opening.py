@@ -78,8 +78,7 @@ class Opener:
         for it. Raises the driver's error (as peewee's) or ConfigureError."""
         db = self.db
         # Secrets stay in this frame and the driver: never stored.
-        resolved = {k: (v() if _is_provider(v) else v)
-                    for k, v in db._connect_params.items()}
+        resolved = dict(resolve_providers(db._connect_params))
         seconds = db._pool_options.io_seconds
         added = db._connect_timeouts(resolved, seconds)
         resolved.update(added)
@@ -153,15 +152,11 @@ class Opener:
         return redact(str(self.db.database))
 
     def describe(self, error: BaseException) -> str:
-        return redact('%s: %s' % (type(error).__name__, str(error).strip()))
+        return describe(error)
 
     def could_not_connect(self, cause: BaseException) -> BaseException:
-        error = OperationalError(
-            'playhouse_pool could not connect to %s within timeout=%s: %s'
-            % (self.name(), self.db._pool_options.timeout,
-               self.describe(cause)))
-        error.__cause__ = cause
-        return error
+        return could_not_connect(self.name(), self.db._pool_options.timeout,
+                                 cause)
 
     # -- On a driver connection ----------------------------------------------
 
@@ -205,6 +200,31 @@ class Opener:
             logger.debug('No readability probe for connection %x.', id(conn),
                          exc_info=True)
             return None
+
+
+def describe(error: BaseException) -> str:
+    """``error`` fit for a log line: its class and message, no password."""
+    return redact('%s: %s' % (type(error).__name__, str(error).strip()))
+
+
+def could_not_connect(name: str, timeout: Optional[float],
+                      cause: BaseException) -> BaseException:
+    """The error for a waiter whose ``timeout`` ran out while connects to
+    database ``name`` failed, ``cause`` chained."""
+    error = OperationalError(
+        'playhouse_pool could not connect to %s within timeout=%s: %s'
+        % (name, timeout, describe(cause)))
+    error.__cause__ = cause
+    return error
+
+
+def resolve_providers(params: Dict[str, Any]) -> Dict[str, Any]:
+    """``params`` with every zero-argument callable called (a rotating
+    password, say): for one connect, never stored."""
+    providers = [k for k, v in params.items() if _is_provider(v)]
+    if not providers:
+        return params
+    return {k: (v() if k in providers else v) for k, v in params.items()}
 
 
 def _is_provider(value: Any) -> bool:

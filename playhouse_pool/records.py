@@ -11,6 +11,14 @@ from typing import Any, List, Optional, Protocol
 # Each connection's own age limit is stale_timeout less up to this fraction,
 # drawn at random: a cohort opened together does not expire together.
 AGE_JITTER = 0.05
+# ... or less up to this many times its own connect, where that is more (up
+# to MAX_JITTER of stale_timeout): a cohort whose window of expiry is
+# shorter than a connect would leave the pool with nothing open while the
+# replacements connect (a stale_timeout of 1 s, 100 ms connects); spread
+# over a few connects, the first replacements arrive while the last of the
+# cohort still serve.
+CONNECT_JITTER = 3.0
+MAX_JITTER = 0.5
 
 
 class Owner(Protocol):
@@ -25,17 +33,19 @@ class Owner(Protocol):
 
 class PoolConnection:
     """One connection's life in the pool."""
-    __slots__ = ('conn', 'key', 'opened', 'lifetime', 'expires', 'returned',
-                 'checked_out', 'owner', 'probe', 'stack', 'leak_reported',
-                 'fresh', 'doomed')
+    __slots__ = ('conn', 'key', 'opened', 'draw', 'connect_seconds',
+                 'expires', 'returned', 'checked_out', 'owner', 'probe',
+                 'stack', 'leak_reported', 'fresh', 'doomed')
 
     def __init__(self, conn: Any, key: Any, probe: Any,
                  stale: Optional[float], now: float) -> None:
         self.conn = conn
         self.key = key            # the database's conn_key(conn)
         self.opened = now         # heap order
-        # stale_timeout less this connection's own jitter (a fraction).
-        self.lifetime = 1.0 - random.uniform(0.0, AGE_JITTER)
+        # This connection's own share of the jitter (set_age_limit), and
+        # how long its connect took (the ledger sets it when it lands).
+        self.draw = random.random()
+        self.connect_seconds = 0.0
         self.expires = math.inf   # set by set_age_limit()
         self.set_age_limit(stale)
         self.returned = now       # last check-in or ping: keepalive, idle
@@ -63,8 +73,12 @@ class PoolConnection:
         return wall_clock(self.opened)
 
     def set_age_limit(self, stale: Optional[float]) -> None:
-        self.expires = (math.inf if stale is None
-                        else self.opened + stale * self.lifetime)
+        if stale is None:
+            self.expires = math.inf
+            return
+        span = min(max(AGE_JITTER, CONNECT_JITTER * self.connect_seconds
+                       / stale), MAX_JITTER)
+        self.expires = self.opened + stale * (1.0 - self.draw * span)
 
     def recycle(self) -> None:
         """Past any age from now on: replaced as soon as it is free."""

@@ -136,6 +136,22 @@ class Sweeps:
         _log_reclaimed(dead)
         ledger.dispatch(jobs)
 
+    def reclaim_one(self, key: Any) -> None:
+        """Take back connection ``key`` if its holder has ended (the
+        asyncio face: pwasyncio releases the connection of a task that
+        ended without aclose()), as ``reclaim`` does; nothing if it is
+        no longer checked out or its holder lives."""
+        ledger = self.ledger
+        with ledger.lock:
+            record = ledger.in_use.get(key)
+            if (record is None or record.owner is None
+                    or record.owner.is_alive()):
+                return
+            self._take_back_from_dead(record, time.monotonic())
+            job = ledger.send_out(record, ResetConnection)
+        _log_reclaimed([record])
+        ledger.dispatch([job])
+
     def reclaim_if_full(self) -> None:
         """The scan for dead owners, by the first thread about to wait
         with the pool full (not by each one queueing behind it: it costs an
@@ -161,13 +177,18 @@ class Sweeps:
         ledger = self.ledger
         dead = [r for r in ledger.in_use.values() if gone(r.owner)]
         for record in dead:
-            del ledger.in_use[record.key]
-            ledger.counters.reclaimed += 1
-            ledger.counters.checked_in(now - record.checked_out)
+            self._take_back_from_dead(record, now)
         for key, holder in list(ledger.closed_keys.items()):
             if gone(holder):
                 del ledger.closed_keys[key]
         return dead
+
+    def _take_back_from_dead(self, record: PoolConnection,
+                             now: float) -> None:
+        ledger = self.ledger
+        del ledger.in_use[record.key]
+        ledger.counters.reclaimed += 1
+        ledger.counters.checked_in(now - record.checked_out)
 
     def overdue(self, jobs: List[Optional[Job]], count: int) -> None:
         """``count`` pieces of the pool's own I/O ran past their deadline

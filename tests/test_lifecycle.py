@@ -186,6 +186,20 @@ def test_each_connection_has_its_own_age_limit_below_stale_timeout(backend):
     assert len(set(limits)) > 1
 
 
+def test_slow_connects_spread_a_cohorts_age_limits_over_a_few_connects():
+    # stale_timeout=1 with 100 ms connects: 5% (50 ms) would not cover one
+    # replacement's connect; three connects' worth (300 ms) do.
+    from playhouse_pool.records import PoolConnection
+    records = [PoolConnection(object(), i, None, None, 0.0)
+               for i in range(200)]
+    for record in records:
+        record.connect_seconds = 0.1
+        record.set_age_limit(1.0)
+    limits = [record.expires for record in records]
+    assert 0.7 <= min(limits) and max(limits) <= 1.0
+    assert max(limits) - min(limits) > 0.2
+
+
 def test_idle_connections_past_their_age_are_replaced_by_the_housekeeper(
         backend):
     db = backend.make_db(stale_timeout=3600, max_connections=4)

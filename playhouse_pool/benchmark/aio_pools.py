@@ -4,9 +4,9 @@
 Each is built from the same ``AioSettings`` (in our keywords), mapped to
 the pool's own:
 
-- ``playhouse_pool``: ours, ``playhouse_pool.asyncio`` (issue 20), through
-  its public API. Not built yet: its row reads "n/a" until the module
-  exists, and then runs as written below (``_ours``), with no other change;
+- ``playhouse_pool``: ours, ``playhouse_pool.asyncio``, through its public
+  API (``_ours``); where it cannot be imported (peewee 4 before 4.3) its
+  row reads "n/a" with the reason;
 - ``lean``: the lean asyncio reference (``aio_lean.py``);
 - ``pwasyncio``: peewee 4's ``playhouse.pwasyncio`` as shipped, on its
   driver's pool (asyncpg's ``Pool``, aiomysql's, its own fixed list for
@@ -38,9 +38,8 @@ from .target import BENCH_INSTALL, Target
 STOCK, ASYNCPG = 'pwasyncio', 'asyncpg'
 SQL = 'SELECT 1'
 
-# The row "playhouse_pool" runs once this module exists (issue 20).
+# The row "playhouse_pool" (ours).
 OURS_MODULE = 'playhouse_pool.asyncio'
-OURS_PENDING = 'ours not built yet'
 
 # The asyncio driver --asyncio needs on each backend (beside greenlet, and
 # the plain driver --url needs: the storm counts the server's connections
@@ -304,14 +303,12 @@ def _build_asyncpg(target: Target, settings: AioSettings) -> AsyncAdapter:
     return AsyncpgAdapter(pool, settings.timeout)
 
 
-# -- Ours (issue 20): where the row "playhouse_pool" plugs in ----------------
+# -- Ours: the row "playhouse_pool" ------------------------------------------
 #
-# Until playhouse_pool.asyncio exists the row reads "n/a (ours not built
-# yet)", and so do its targets (aio_catalog.py: A1 req/s >= 1.5 x pwasyncio
-# and >= 0.9 x lean, wait p99 <= 0.35 x pwasyncio, most/fewest <= 1.05; A2
-# 0 lost, 0 in use, pool count == server count, the next 200 OK; A3 no
-# checkout over 50 ms). Once the module is there, the row runs as below:
-# its three classes under pwasyncio's names, our keywords, pool_stats().
+# playhouse_pool.asyncio's three classes under pwasyncio's names, our
+# keywords, pool_stats(). Where it cannot be imported (peewee 4 before 4.3)
+# the row and its targets read "n/a" with the reason (aio_catalog.py has
+# the targets).
 
 def _ours(module: Any) -> AioBuilder:
     """Ours, with the thread pool's keywords (docs/design.rst, "The asyncio
@@ -336,15 +333,19 @@ def _ours_counts(db: Any) -> Dict[str, int]:
 def _ours_spec() -> AioPoolSpec:
     try:
         module = importlib.import_module(OURS_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != OURS_MODULE:
+    except ImportError as exc:
+        if (isinstance(exc, ModuleNotFoundError)
+                and exc.name != OURS_MODULE):
             raise
-        return AioPoolSpec(OURS, _not_built, pending=OURS_PENDING)
+        reason = str(exc).split(' (')[0].split(':')[0]
+        return AioPoolSpec(OURS, _cannot_run(reason), pending=reason)
     return AioPoolSpec(OURS, _ours(module))
 
 
-def _not_built(target: Target, settings: AioSettings) -> AsyncAdapter:
-    raise RuntimeError('%s: %s' % (OURS_MODULE, OURS_PENDING))
+def _cannot_run(reason: str) -> AioBuilder:
+    def build(target: Target, settings: AioSettings) -> AsyncAdapter:
+        raise RuntimeError('%s: %s' % (OURS_MODULE, reason))
+    return build
 
 
 def aio_pool_specs(target: Target) -> List[AioPoolSpec]:

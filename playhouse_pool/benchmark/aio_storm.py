@@ -19,7 +19,11 @@ requests that were cancelled but ended as if they had not been (their
 - ``lost``: connections the pool can no longer serve: 4 less the most
   requests it serves at once (each holds its connection until all 4 have
   one, or ``A2_LOST_WAIT``);
-- ``next_ok``: of the next 200 requests, at once, how many succeed.
+- ``next_ok``: of the next 200 requests, at once, how many succeed;
+- ``killed_failed`` (servers only): every connection of the pool is then
+  killed server-side (``pg_terminate_backend``, ``KILL``) and, once the
+  server has ended them (the loop running meanwhile, as an application's
+  does), ``A2_AFTER_KILL`` requests at once: how many fail.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ A2_TIMEOUT = 5.0            # each checkout's timeout (asyncpg and the like)
 A2_SETTLE = 2.0             # seconds, at most, for the pool to settle
 A2_LOST_WAIT = 2.0          # a checkout of the "lost" count waits this long
 A2_NEXT = 200
+A2_AFTER_KILL = 8
 A2_SEED = 20                # the same draws for every pool
 POINTS = ('waiting', 'query', 'release')
 
@@ -77,6 +82,23 @@ class ServerView:
             sql = ('SELECT count(*) FROM information_schema.PROCESSLIST '
                    'WHERE DB = %s')
         return int(self._db.execute_sql(sql, (self.tag,)).fetchone()[0])
+
+    def kill_all(self) -> bool:
+        """Terminate every connection tagged ``tag`` server-side; False if
+        there is no server (SQLite)."""
+        if self._db is None:
+            return False
+        if self.kind == 'postgres':
+            self._db.execute_sql(
+                'SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+                'WHERE application_name = %s', (self.tag,))
+            return True
+        ids = self._db.execute_sql(
+            'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s',
+            (self.tag,)).fetchall()
+        for (conn_id,) in ids:
+            self._db.execute_sql('KILL %s' % int(conn_id))
+        return True
 
     def close(self) -> None:
         if self._db is None:
@@ -115,6 +137,9 @@ async def _storm(ctx: Context, spec: AioPoolSpec) -> Figures:
             figures['lost'] = A2_CONNECTIONS - await most_at_once(adapter)
             ctx.progress('the next %d requests' % A2_NEXT)
             figures['next_ok'] = await next_requests(adapter)
+            if view.kill_all():
+                ctx.progress('every connection killed')
+                figures['killed_failed'] = await after_kill(adapter, view)
         finally:
             await close_quietly(adapter)
     finally:
@@ -199,27 +224,38 @@ async def _settle(adapter: AsyncAdapter, view: ServerView) -> Figures:
 
 async def most_at_once(adapter: AsyncAdapter) -> int:
     """The most connections the pool serves at once: 4 requests each hold
-    theirs until all 4 have one (a checkout waits up to A2_LOST_WAIT, a
-    holder a little longer, so no holder lets go before the last
-    checkout gives up)."""
+    theirs until all 4 have one, or A2_LOST_WAIT passed; then those still
+    waiting for one are cancelled. (Each checks out in its own task, as
+    pwasyncio's connections belong to the task that checked them out: no
+    ``wait_for`` around a checkout, whose inner task would end holding
+    it.)"""
     held: List[Any] = []
-    all_held = asyncio.Event()
+    all_held, release = asyncio.Event(), asyncio.Event()
+    holding = [False] * A2_CONNECTIONS
 
-    async def hold() -> None:
-        handle = await asyncio.wait_for(adapter.checkout(), A2_LOST_WAIT)
+    async def hold(index: int) -> None:
+        handle = await adapter.checkout()
+        holding[index] = True
         held.append(handle)
         if len(held) == A2_CONNECTIONS:
             all_held.set()
         try:
-            await asyncio.wait_for(all_held.wait(), A2_LOST_WAIT + 0.5)
-        except asyncio.TimeoutError:
-            pass
+            await release.wait()
         finally:
             await adapter.checkin(handle, None)
 
-    await asyncio.gather(*(hold() for _ in range(A2_CONNECTIONS)),
-                         return_exceptions=True)
-    return len(held)
+    tasks = [asyncio.ensure_future(hold(i)) for i in range(A2_CONNECTIONS)]
+    try:
+        await asyncio.wait_for(all_held.wait(), A2_LOST_WAIT)
+    except asyncio.TimeoutError:
+        pass
+    count = len(held)
+    for index, task in enumerate(tasks):
+        if not holding[index]:
+            task.cancel()
+    release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return count
 
 
 async def next_requests(adapter: AsyncAdapter) -> int:
@@ -232,6 +268,19 @@ async def next_requests(adapter: AsyncAdapter) -> int:
     await asyncio.gather(*pending, return_exceptions=True)
     return sum(not task.cancelled() and task.exception() is None
                for task in done)
+
+
+async def after_kill(adapter: AsyncAdapter, view: ServerView) -> int:
+    """Once the server has ended the connections killed (up to
+    A2_SETTLE), ``A2_AFTER_KILL`` requests at once: how many fail."""
+    deadline = clock() + A2_SETTLE
+    while view.count() and clock() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.02)     # the loop reads the last goodbyes
+    results = await asyncio.gather(
+        *(asyncio.wait_for(serve(adapter), A2_TIMEOUT + 5.0)
+          for _ in range(A2_AFTER_KILL)), return_exceptions=True)
+    return sum(isinstance(result, BaseException) for result in results)
 
 
 run_storm: Callable[[Context, AioPoolSpec], Figures] = on_own_loop(_storm)

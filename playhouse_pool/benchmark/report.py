@@ -75,8 +75,9 @@ def summary(scenario: Scenario[Any], figures: Figures) -> str:
         return 'ERROR ' + figures['error']
     if 'pending' in figures:
         return 'n/a (%s)' % figures['pending']
+    # A figure the backend has none of (A2's kill on SQLite) is left out.
     return ', '.join('%s %s' % (m.label, m.fmt % figures[m.key])
-                     for m in scenario.metrics)
+                     for m in scenario.metrics if m.key in figures)
 
 
 # -- The table ----------------------------------------------------------------

@@ -1,0 +1,199 @@
+"""Opening, checking, cleaning and closing one connection on the event
+loop, through the database's per-driver hooks (backends.py): the jobs'
+I/O side for the asyncio face (``jobs.ConnectionIO``, its methods
+coroutines). Every piece of I/O has a deadline (docs/design.rst, rule 9):
+the pool's ``timeout``, else ``IO_TIMEOUT``; one that passes it is counted
+in ``pool_stats()['io_timeouts']``, and a close cut short aborts the
+connection without waiting. Messages name the database without a secret.
+"""
+import asyncio
+import inspect
+import logging
+import sys
+import time
+from typing import Any, Awaitable, Callable, Dict, Optional, Protocol, TypeVar
+
+from peewee import OperationalError
+
+from .._options import PoolOptions
+from .._redact import redact
+from ..errors import ConfigureError
+from ..opening import (could_not_connect, describe, driver_errors,
+                       resolve_providers)
+from ..records import PoolConnection
+
+logger = logging.getLogger('playhouse_pool')
+
+# What a check-in finds, by the driver's flags (backends.py): clean, left
+# in a transaction or mid-statement (a reset job cleans it), or replaced.
+CLEAN, DIRTY, BROKEN = 'clean', 'dirty', 'broken'
+
+# The deadline of the pool's own I/O when the pool has no timeout (None,
+# or 0: checkouts wait forever): pwasyncio's acquire_timeout default.
+IO_TIMEOUT = 10.0
+
+T = TypeVar('T')
+
+
+class AsyncHooks(Protocol):
+    """The database, as its connections' I/O sees it: peewee's name for
+    it and the backend's hooks (backends.py)."""
+    database: Any
+    connect_params: Dict[str, Any]
+    _pool_options: PoolOptions
+
+    async def _open_async(self, params: Dict[str, Any],
+                          seconds: float) -> Any: ...
+    async def _ping_async(self, conn: Any) -> None: ...
+    async def _reset_async(self, conn: Any) -> bool: ...
+    async def _close_async(self, conn: Any) -> None: ...
+    def _abort(self, raw: Any) -> None: ...
+    def _checkin_state(self, conn: Any) -> str: ...
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable`` within ``seconds``, else ``asyncio.TimeoutError``.
+    (Before 3.11, ``wait_for``, which may swallow a cancel that races the
+    result: tolerable for the pool's own jobs, which nothing cancels.)"""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+class Liveness:
+    """A record's probe (``records.PoolConnection.probe``): on the event
+    loop the driver's flags and transport already say what a socket poll
+    would (the loop reads every socket as data arrives), so "has something
+    to say" is the wrapper's ``stale()``, with no I/O."""
+    __slots__ = ('conn',)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def readable(self) -> bool:
+        return bool(self.conn.stale())
+
+
+class AsyncOpener:
+    """One database's connections, opened, checked, cleaned and closed on
+    the loop. ``io_timed_out`` is told of each piece of I/O that ran past
+    its deadline."""
+
+    def __init__(self, db: AsyncHooks,
+                 io_timed_out: Callable[[], None]) -> None:
+        self.db = db
+        self._io_timed_out = io_timed_out
+
+    def seconds(self) -> float:
+        """The deadline of one piece of the pool's own I/O."""
+        return self.db._pool_options.timeout or IO_TIMEOUT
+
+    # -- ConnectionIO ---------------------------------------------------------
+
+    async def open(self) -> PoolConnection:
+        """Open, set up and wrap a connection. Raises the driver's error
+        (as peewee's), ConfigureError, or OperationalError if it did not
+        connect in time."""
+        db = self.db
+        seconds = self.seconds()
+        # The callables' values (secrets) stay in this frame and the driver.
+        params = resolve_providers(dict(db.connect_params))
+        try:
+            with driver_errors:
+                conn = await bounded(db._open_async(params, seconds),
+                                     seconds)
+        except asyncio.TimeoutError:
+            self._io_timed_out()
+            raise OperationalError('Connecting to %s timed out after %gs.'
+                                   % (self.name(), seconds)) from None
+        try:
+            await self._configure(conn, seconds)
+        except BaseException:
+            await self._close(conn)
+            raise
+        return PoolConnection(conn, id(conn), Liveness(conn),
+                              db._pool_options.stale_timeout,
+                              time.monotonic())
+
+    async def close(self, record: PoolConnection) -> None:
+        await self._close(record.conn)
+
+    async def ping(self, record: PoolConnection,
+                   seconds: Optional[float] = None) -> bool:
+        """A round trip within ``seconds`` (default: the I/O deadline)."""
+        try:
+            await bounded(self.db._ping_async(record.conn),
+                          self.seconds() if seconds is None else seconds)
+        except asyncio.TimeoutError:
+            self._io_timed_out()
+            return False
+        except Exception:
+            return False
+        return True
+
+    async def reset(self, record: PoolConnection) -> bool:
+        """Clean a connection as check-in would have: one check-in would
+        replace (reclaimed from a task that ended mid-statement, say) is
+        not reused; a clean one costs no I/O."""
+        state = self.db._checkin_state(record.conn)
+        if state != DIRTY:
+            return state == CLEAN
+        try:
+            return await bounded(self.db._reset_async(record.conn),
+                                 self.seconds())
+        except asyncio.TimeoutError:
+            self._io_timed_out()
+        except Exception:
+            logger.debug('Connection %s failed its reset.', record.key,
+                          exc_info=True)
+        return False
+
+    def name(self) -> str:
+        return redact(str(self.db.database))
+
+    def describe(self, error: BaseException) -> str:
+        return describe(error)
+
+    def could_not_connect(self, cause: BaseException) -> BaseException:
+        return could_not_connect(self.name(), self.db._pool_options.timeout,
+                                 cause)
+
+    # -- On a wrapped connection ----------------------------------------------
+
+    async def _configure(self, conn: Any, seconds: float) -> None:
+        """The user's ``configure`` on the driver's connection; it may be a
+        coroutine function."""
+        configure = self.db._pool_options.configure
+        if configure is None:
+            return
+        try:
+            result = configure(conn.conn)
+            if inspect.isawaitable(result):
+                await bounded(result, seconds)
+        except asyncio.TimeoutError:
+            self._io_timed_out()
+            raise ConfigureError('configure() did not finish within %gs on a '
+                                 'new connection.' % seconds) from None
+        except Exception as exc:
+            raise ConfigureError('configure() failed on a new connection: %s'
+                                 % self.describe(exc)) from exc
+
+    async def _close(self, conn: Any) -> None:
+        """Close it within the deadline, else abort it; never raises."""
+        raw = conn.conn
+        if raw is None:
+            return
+        try:
+            await bounded(self.db._close_async(conn), self.seconds())
+            return
+        except asyncio.TimeoutError:
+            self._io_timed_out()
+        except Exception:
+            logger.debug('Error closing connection %x.', id(conn),
+                         exc_info=True)
+        try:
+            self.db._abort(raw)
+        except Exception:
+            logger.debug('Error aborting connection %x.', id(conn),
+                         exc_info=True)
