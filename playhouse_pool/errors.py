@@ -5,6 +5,7 @@ from typing import Any, Iterable, NamedTuple, Optional, Sequence
 from peewee import OperationalError
 
 from ._options import IO_GRACE, PoolOptions
+from ._redact import redact
 
 # How many of the longest holders a MaxConnectionsExceeded names.
 HOLDERS_SHOWN = 3
@@ -91,6 +92,19 @@ def timed_out_why(awaited: str, options: PoolOptions) -> str:
                                                             options.timeout)
 
 
+def warm_up_failed(opened: int, minimum: int, name: str,
+                   timeout: Optional[float],
+                   failing: Optional[BaseException]) -> BaseException:
+    """warm_up() ran out of ``timeout``: ``opened`` of ``minimum`` are open
+    (``failing``, the connect error of the moment, chained)."""
+    error = OperationalError(
+        'playhouse_pool opened %d of min_connections=%d to %s within %ss%s'
+        % (opened, minimum, name, timeout,
+           ': ' + describe(failing) if failing else ''))
+    error.__cause__ = failing
+    return error
+
+
 def pool_exhausted(why: str, waited: float,
                    dry: DryPool) -> MaxConnectionsExceeded:
     """The error for a checkout the pool could not serve: ``why`` (a
@@ -115,3 +129,19 @@ def _holder(holder: Holder) -> str:
     if holder.site is not None:
         text += ', checked out at %s' % holder.site
     return text
+
+
+def describe(error: BaseException) -> str:
+    """``error`` fit for a log line: its class and message, no password."""
+    return redact('%s: %s' % (type(error).__name__, str(error).strip()))
+
+
+def could_not_connect(name: str, timeout: Optional[float],
+                      cause: BaseException) -> BaseException:
+    """The error for a waiter whose ``timeout`` ran out while connects to
+    database ``name`` failed, ``cause`` chained."""
+    error = OperationalError(
+        'playhouse_pool could not connect to %s within timeout=%s: %s'
+        % (name, timeout, describe(cause)))
+    error.__cause__ = cause
+    return error

@@ -21,9 +21,9 @@ from typing import Any, Callable, List, Optional, Protocol
 
 import peewee
 import playhouse
-from peewee import OperationalError
 
 from ._options import IO_GRACE
+from .errors import warm_up_failed
 from .events import PoolEvents
 from .housekeeping import Housekeeping
 from .jobs import Jobs
@@ -258,15 +258,9 @@ class Lender:
         if self.wait_until(self.sweeps.has_minimum,
                            math.inf if timeout is None else timeout):
             return
-        failing = self.ledger.failing
-        error = OperationalError(
-            'playhouse_pool opened %d of min_connections=%d to %s within '
-            '%ss%s' % (self.sweeps.opened_count(),
-                       self.ledger.options.min_connections,
-                       self.opener.name(), timeout,
-                       ': ' + self.opener.describe(failing) if failing
-                       else ''))
-        raise error from failing
+        raise warm_up_failed(self.sweeps.opened_count(),
+                             self.ledger.options.min_connections,
+                             self.opener.name(), timeout, self.ledger.failing)
 
     def wait_until(self, ready: Callable[[], bool], seconds: float) -> bool:
         """Block until ``ready()`` (evaluated under the ledger's lock) or

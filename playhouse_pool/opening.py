@@ -20,7 +20,7 @@ from peewee import OperationalError
 from ._options import IO_GRACE, PoolOptions
 from ._probe import Probe, probe_for
 from ._redact import redact
-from .errors import ConfigureError
+from .errors import ConfigureError, could_not_connect, describe
 from .records import PoolConnection
 from .watchdog import Socket, Watch, Watchdog, socket_of
 
@@ -52,8 +52,32 @@ class Hooks(Protocol):
     def _restore_timeouts(self, conn: Any, added: Dict[str, Any]) -> None: ...
 
 
-class Opener:
+class Named(Protocol):
+    """A pooled database, as the messages about it see it."""
+    database: Any
+    _pool_options: PoolOptions
+
+
+class DatabaseNames:
+    """Names for what the pool logs and raises about ``db``'s connections,
+    never with a secret (the jobs' ``Naming``): a base of both faces'
+    openers."""
+    db: Named
+
+    def name(self) -> str:
+        return redact(str(self.db.database))
+
+    def describe(self, error: BaseException) -> str:
+        return describe(error)
+
+    def could_not_connect(self, cause: BaseException) -> BaseException:
+        return could_not_connect(self.name(), self.db._pool_options.timeout,
+                                 cause)
+
+
+class Opener(DatabaseNames):
     """One database's connections, opened, checked and closed."""
+    db: Hooks
 
     def __init__(self, db: Hooks, watchdog: Watchdog) -> None:
         self.db = db
@@ -148,16 +172,6 @@ class Opener:
     def reset(self, record: PoolConnection) -> bool:
         return self.reset_conn(record.conn)
 
-    def name(self) -> str:
-        return redact(str(self.db.database))
-
-    def describe(self, error: BaseException) -> str:
-        return describe(error)
-
-    def could_not_connect(self, cause: BaseException) -> BaseException:
-        return could_not_connect(self.name(), self.db._pool_options.timeout,
-                                 cause)
-
     # -- On a driver connection ----------------------------------------------
 
     def close_conn(self, conn: Any) -> None:
@@ -200,22 +214,6 @@ class Opener:
             logger.debug('No readability probe for connection %x.', id(conn),
                          exc_info=True)
             return None
-
-
-def describe(error: BaseException) -> str:
-    """``error`` fit for a log line: its class and message, no password."""
-    return redact('%s: %s' % (type(error).__name__, str(error).strip()))
-
-
-def could_not_connect(name: str, timeout: Optional[float],
-                      cause: BaseException) -> BaseException:
-    """The error for a waiter whose ``timeout`` ran out while connects to
-    database ``name`` failed, ``cause`` chained."""
-    error = OperationalError(
-        'playhouse_pool could not connect to %s within timeout=%s: %s'
-        % (name, timeout, describe(cause)))
-    error.__cause__ = cause
-    return error
 
 
 def resolve_providers(params: Dict[str, Any]) -> Dict[str, Any]:

@@ -20,8 +20,8 @@ except ImportError as exc:          # peewee 3, 4.0-4.2, no greenlet
 
 import pytest_asyncio  # noqa: E402
 
-from conftest import (MYSQL_URL, POSTGRES_URL, _require,  # noqa: E402
-                      _url_kwargs)
+from conftest import (MYSQL_URL, POSTGRES_URL, MySQLAdmin,  # noqa: E402
+                      PostgresAdmin, ServerAdmin, _require, _url_kwargs)
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 10.0,
@@ -73,7 +73,7 @@ class Gate:
         await eventually(self._inside, what='the statement to be running')
 
 
-class AioBackend:
+class AioBackend(ServerAdmin):
     name = ''
     server = ''
     driver = ''
@@ -110,38 +110,16 @@ class AioBackend:
         if self._admin is not None:
             self._admin.close()
 
-    def _drop(self) -> None:
-        pass
-
-    def admin_query(self, sql: str, params: tuple = ()) -> List[tuple]:
-        with self._admin_lock:
-            cursor = self.admin.cursor()
-            cursor.execute(sql, params)
-            return list(cursor.fetchall()) if cursor.description else []
-
-    @property
-    def admin(self) -> Any:
-        raise NotImplementedError
-
-    def server_ids(self) -> Set[int]:
-        """The server's ids of this test's pools' connections."""
-        raise NotImplementedError
-
     def local_id(self, conn: Any) -> int:
         """The server's id of a wrapped connection, as the driver learned
         it at connect (no statement sent)."""
-        raise NotImplementedError
-
-    def kill(self, conn_id: int) -> None:
-        """Terminate a connection server-side (the loop then reads the
-        goodbye: await ``gone``)."""
         raise NotImplementedError
 
     def gate(self, db: Any) -> Gate:
         raise NotImplementedError
 
 
-class AsyncpgBackend(AioBackend):
+class AsyncpgBackend(PostgresAdmin, AioBackend):
     name = 'asyncpg'
     server = 'postgres'
     driver = 'asyncpg'
@@ -153,31 +131,8 @@ class AsyncpgBackend(AioBackend):
         params.setdefault('server_settings', {'application_name': self.tag})
         return self.db_class(params.pop('database'), **params)
 
-    @property
-    def admin(self) -> Any:
-        if self._admin is None:
-            import psycopg2
-            params = _url_kwargs(POSTGRES_URL)
-            self._admin = psycopg2.connect(dbname=params.pop('database'),
-                                           **params)
-            self._admin.autocommit = True
-        return self._admin
-
-    def server_ids(self) -> Set[int]:
-        return {row[0] for row in self.admin_query(
-            'SELECT pid FROM pg_stat_activity WHERE application_name = %s',
-            (self.tag,))}
-
     def local_id(self, conn: Any) -> int:
         return int(conn.conn.get_server_pid())
-
-    def kill(self, conn_id: int) -> None:
-        self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
-
-    def last_activity(self, conn_id: int) -> Any:
-        return self.admin_query(
-            'SELECT state_change, query FROM pg_stat_activity '
-            'WHERE pid = %s', (conn_id,))
 
     def gate(self, db: Any) -> Gate:
         return Gate('SELECT pg_sleep(5)', lambda: self.admin_query(
@@ -186,49 +141,25 @@ class AsyncpgBackend(AioBackend):
             (self.tag,)))
 
 
-class AiomysqlBackend(AioBackend):
+class AiomysqlBackend(MySQLAdmin, AioBackend):
     name = 'aiomysql'
     server = 'mysql'
     driver = 'aiomysql'
     db_class = aio.AsyncMySQLDatabase
 
     def _make_db(self, **kwargs: Any) -> Any:
-        # A database of its own per test: the process list tells this
-        # test's connections apart by it.
-        self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
+        self.create_database()
         params = _url_kwargs(MYSQL_URL)
         params.pop('database')
         params.update(kwargs)
         return self.db_class(self.tag, **params)
 
-    def _drop(self) -> None:
-        if self._dbs:
-            self.admin_query('DROP DATABASE IF EXISTS %s' % self.tag)
-
-    @property
-    def admin(self) -> Any:
-        if self._admin is None:
-            import pymysql
-            params = _url_kwargs(MYSQL_URL)
-            self._admin = pymysql.connect(database=params.pop('database'),
-                                          autocommit=True, **params)
-        return self._admin
-
-    def server_ids(self) -> Set[int]:
-        return {row[0] for row in self.admin_query(
-            'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s',
-            (self.tag,))}
-
     def local_id(self, conn: Any) -> int:
         return int(conn.conn.thread_id())
 
-    def kill(self, conn_id: int) -> None:
-        self.admin_query('KILL %s', (conn_id,))
-
-    def last_activity(self, conn_id: int) -> Any:
-        return self.admin_query(
-            'SELECT QUERY_ID FROM information_schema.PROCESSLIST '
-            'WHERE ID = %s', (conn_id,))
+    def _drop(self) -> None:
+        if self._dbs:
+            super()._drop()
 
     def gate(self, db: Any) -> Gate:
         return Gate('SELECT SLEEP(3)', lambda: self.admin_query(

@@ -84,7 +84,103 @@ def _url_kwargs(url: str) -> Dict[str, Any]:
     return kwargs
 
 
-class Backend:
+class ServerAdmin:
+    """The test's own connection to a server, apart from the pools under
+    test, and what it sees of their connections: those of this test are
+    told apart by ``tag`` (Postgres: the application name; MySQL: a
+    database of their own)."""
+    tag = ''
+    _admin: Optional[Any]
+    _admin_lock: Any           # the admin connection is shared by threads
+
+    @property
+    def admin(self) -> Any:
+        raise NotImplementedError
+
+    def admin_query(self, sql: str, params: tuple = ()) -> List[tuple]:
+        with self._admin_lock:
+            cursor = self.admin.cursor()
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def server_ids(self) -> set:
+        """Ids of the server's connections opened by this test's pools."""
+        raise NotImplementedError
+
+    def kill_now(self, conn_id: int) -> None:
+        """Terminate a connection server-side without waiting: when this
+        returns, the server may not have acted on it yet (Postgres'
+        pg_terminate_backend only signals the backend)."""
+        raise NotImplementedError
+
+    def last_activity(self, conn_id: int) -> Any:
+        """Something the server changes whenever the connection runs a
+        statement (to prove a checkout sent nothing)."""
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        """Remove what the test made on the server (after its pools)."""
+
+
+class PostgresAdmin(ServerAdmin):
+    @property
+    def admin(self) -> Any:
+        if self._admin is None:
+            import psycopg2
+            params = _url_kwargs(POSTGRES_URL)
+            self._admin = psycopg2.connect(dbname=params.pop('database'),
+                                           **params)
+            self._admin.autocommit = True
+        return self._admin
+
+    def server_ids(self) -> set:
+        return {row[0] for row in self.admin_query(
+            'SELECT pid FROM pg_stat_activity WHERE application_name = %s',
+            (self.tag,))}
+
+    def kill_now(self, conn_id: int) -> None:
+        self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
+
+    def last_activity(self, conn_id: int) -> Any:
+        return self.admin_query(
+            'SELECT state_change, query FROM pg_stat_activity '
+            'WHERE pid = %s', (conn_id,))
+
+
+class MySQLAdmin(ServerAdmin):
+    @property
+    def admin(self) -> Any:
+        # The test's own view of the server, whatever driver the pool uses.
+        if self._admin is None:
+            import pymysql
+            params = _url_kwargs(MYSQL_URL)
+            self._admin = pymysql.connect(database=params.pop('database'),
+                                          autocommit=True, **params)
+        return self._admin
+
+    def server_ids(self) -> set:
+        return {row[0] for row in self.admin_query(
+            'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s',
+            (self.tag,))}
+
+    def kill_now(self, conn_id: int) -> None:
+        self.admin_query('KILL %s', (conn_id,))
+
+    def last_activity(self, conn_id: int) -> Any:
+        return self.admin_query(
+            'SELECT QUERY_ID, TIME_MS FROM information_schema.PROCESSLIST '
+            'WHERE ID = %s', (conn_id,))[0][0]
+
+    def create_database(self) -> None:
+        """A database of this test's own: the process list's DB column
+        then tells its connections apart from everyone else's."""
+        self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
+
+    def _drop(self) -> None:
+        self.admin_query('DROP DATABASE IF EXISTS %s' % self.tag)
+
+
+class Backend(ServerAdmin):
     """What a test needs to know about one server and driver."""
     name = ''          # the test id; PLAYHOUSE_POOL_REQUIRE may name it
     server = ''        # 'postgres', 'mysql' or 'sqlite'
@@ -123,9 +219,6 @@ class Backend:
         if self._admin is not None:
             self._admin.close()
 
-    def _drop(self) -> None:
-        """Remove what the test made on the server (after its pools)."""
-
     # The server's view
     def conn_id(self, db: Any) -> int:
         """The server's id for this thread's connection of ``db``."""
@@ -140,29 +233,8 @@ class Backend:
         """Terminate a connection server-side and wait until it is gone."""
         raise NotImplementedError
 
-    def kill_now(self, conn_id: int) -> None:
-        """Terminate a connection server-side without waiting: when this
-        returns, the server may not have acted on it yet (Postgres'
-        pg_terminate_backend only signals the backend)."""
-        raise NotImplementedError
 
-    def server_ids(self) -> set:
-        """Ids of the server's connections opened by this test's pools."""
-        raise NotImplementedError
-
-    def last_activity(self, conn_id: int) -> Any:
-        """Something the server changes whenever the connection runs a
-        statement (to prove a checkout sent nothing)."""
-        raise NotImplementedError
-
-    def admin_query(self, sql: str, params: tuple = ()) -> List[tuple]:
-        with self._admin_lock:
-            cursor = self.admin.cursor()
-            cursor.execute(sql, params)
-            return list(cursor.fetchall()) if cursor.description else []
-
-
-class PostgresBackend(Backend):
+class PostgresBackend(PostgresAdmin, Backend):
     server = 'postgres'
 
     def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
@@ -170,16 +242,6 @@ class PostgresBackend(Backend):
         params.update(kwargs)
         params.setdefault('application_name', self.tag)
         return db_class(params.pop('database'), **params)
-
-    @property
-    def admin(self) -> Any:
-        if self._admin is None:
-            import psycopg2
-            params = _url_kwargs(POSTGRES_URL)
-            self._admin = psycopg2.connect(dbname=params.pop('database'),
-                                           **params)
-            self._admin.autocommit = True
-        return self._admin
 
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT pg_backend_pid()').fetchone()[0]
@@ -190,24 +252,11 @@ class PostgresBackend(Backend):
             return conn.info.backend_pid
         return conn.get_backend_pid()
 
-    def kill_now(self, conn_id: int) -> None:
-        self.admin_query('SELECT pg_terminate_backend(%s)', (conn_id,))
-
     def kill(self, conn_id: int) -> None:
         self.kill_now(conn_id)
         wait_until(lambda: not self.admin_query(
             'SELECT 1 FROM pg_stat_activity WHERE pid = %s', (conn_id,)),
             what='backend %d to exit' % conn_id)
-
-    def server_ids(self) -> set:
-        return {row[0] for row in self.admin_query(
-            'SELECT pid FROM pg_stat_activity WHERE application_name = %s',
-            (self.tag,))}
-
-    def last_activity(self, conn_id: int) -> Any:
-        return self.admin_query(
-            'SELECT state_change, query FROM pg_stat_activity '
-            'WHERE pid = %s', (conn_id,))
 
 
 class Psycopg2Backend(PostgresBackend):
@@ -220,7 +269,7 @@ class Psycopg3Backend(PostgresBackend):
     db_class = pp.PooledPsycopg3Database
 
 
-class MySQLBackend(Backend):
+class MySQLBackend(MySQLAdmin, Backend):
     """MariaDB/MySQL through pymysql (peewee's first choice)."""
     name = 'mysql'
     server = 'mysql'
@@ -230,9 +279,7 @@ class MySQLBackend(Backend):
     driver_params: Dict[str, Any] = {'ssl_disabled': True}
 
     def _make_db(self, db_class: Any, **kwargs: Any) -> Any:
-        # A database of its own per test: the process list's DB column then
-        # tells this test's connections apart from everyone else's.
-        self.admin_query('CREATE DATABASE IF NOT EXISTS %s' % self.tag)
+        self.create_database()
         params = _url_kwargs(MYSQL_URL)
         params.update(self.driver_params)
         params.update(kwargs)
@@ -241,17 +288,7 @@ class MySQLBackend(Backend):
 
     def _drop(self) -> None:
         if self._dbs:
-            self.admin_query('DROP DATABASE IF EXISTS %s' % self.tag)
-
-    @property
-    def admin(self) -> Any:
-        # The test's own view of the server, whatever driver the pool uses.
-        if self._admin is None:
-            import pymysql
-            params = _url_kwargs(MYSQL_URL)
-            self._admin = pymysql.connect(database=params.pop('database'),
-                                          autocommit=True, **params)
-        return self._admin
+            super()._drop()
 
     def conn_id(self, db: Any) -> int:
         return db.execute_sql('SELECT CONNECTION_ID()').fetchone()[0]
@@ -259,24 +296,11 @@ class MySQLBackend(Backend):
     def local_id(self, db: Any) -> int:
         return db._state.conn.thread_id()
 
-    def kill_now(self, conn_id: int) -> None:
-        self.admin_query('KILL %s', (conn_id,))
-
     def kill(self, conn_id: int) -> None:
         self.kill_now(conn_id)
         wait_until(lambda: not self.admin_query(
             'SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s',
             (conn_id,)), what='connection %d to end' % conn_id)
-
-    def server_ids(self) -> set:
-        return {row[0] for row in self.admin_query(
-            'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s',
-            (self.tag,))}
-
-    def last_activity(self, conn_id: int) -> Any:
-        return self.admin_query(
-            'SELECT QUERY_ID, TIME_MS FROM information_schema.PROCESSLIST '
-            'WHERE ID = %s', (conn_id,))[0][0]
 
 
 # The drivers that build from source, left out of the test extra.

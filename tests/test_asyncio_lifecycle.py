@@ -57,7 +57,7 @@ async def test_killed_idle_connections_are_never_handed_out(
     conns = idle_conns(db)
     killed = [backend.local_id(conn) for conn in conns[:3]]
     for conn_id in killed:
-        backend.kill(conn_id)
+        backend.kill_now(conn_id)
     # The loop reads each server's goodbye (an error, an EOF).
     await eventually(lambda: all(c.stale() for c in conns[:3]),
                      what='the loop to see the kills')
@@ -101,7 +101,7 @@ async def test_the_housekeeper_replaces_a_dead_idle_connection_with_no_checkout(
     checkouts = db.pool_stats()['checkouts']
     conn = idle_conns(db)[0]
     conn_id = backend.local_id(conn)
-    backend.kill(conn_id)
+    backend.kill_now(conn_id)
     await eventually(lambda: conn_id not in backend.server_ids()
                      and len(backend.server_ids()) == 2, what='a new one')
     await settled(db)

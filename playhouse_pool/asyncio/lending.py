@@ -27,9 +27,8 @@ import math
 import time
 from typing import Any, Callable, List, Optional
 
-from peewee import OperationalError
 
-from ..errors import MaxConnectionsExceeded
+from ..errors import MaxConnectionsExceeded, warm_up_failed
 from ..events import PoolEvents
 from ..housekeeping import Housekeeping
 from ..jobs import Jobs
@@ -370,15 +369,9 @@ class AsyncLender:
         if await self.wait_until(self.sweeps.has_minimum,
                                  math.inf if timeout is None else timeout):
             return
-        failing = self.ledger.failing
-        error = OperationalError(
-            'playhouse_pool opened %d of min_connections=%d to %s within '
-            '%ss%s' % (self.sweeps.opened_count(),
-                       self.ledger.options.min_connections,
-                       self.opener.name(), timeout,
-                       ': ' + self.opener.describe(failing) if failing
-                       else ''))
-        raise error from failing
+        raise warm_up_failed(self.sweeps.opened_count(),
+                             self.ledger.options.min_connections,
+                             self.opener.name(), timeout, self.ledger.failing)
 
     # -- The end --------------------------------------------------------------
 

@@ -16,10 +16,8 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Protocol, TypeVar
 from peewee import OperationalError
 
 from .._options import PoolOptions
-from .._redact import redact
 from ..errors import ConfigureError
-from ..opening import (could_not_connect, describe, driver_errors,
-                       resolve_providers)
+from ..opening import DatabaseNames, driver_errors, resolve_providers
 from ..records import PoolConnection
 
 logger = logging.getLogger('playhouse_pool')
@@ -75,10 +73,11 @@ class Liveness:
         return bool(self.conn.stale())
 
 
-class AsyncOpener:
+class AsyncOpener(DatabaseNames):
     """One database's connections, opened, checked, cleaned and closed on
     the loop. ``io_timed_out`` is told of each piece of I/O that ran past
     its deadline."""
+    db: AsyncHooks
 
     def __init__(self, db: AsyncHooks,
                  io_timed_out: Callable[[], None]) -> None:
@@ -148,16 +147,6 @@ class AsyncOpener:
             logger.debug('Connection %s failed its reset.', record.key,
                           exc_info=True)
         return False
-
-    def name(self) -> str:
-        return redact(str(self.db.database))
-
-    def describe(self, error: BaseException) -> str:
-        return describe(error)
-
-    def could_not_connect(self, cause: BaseException) -> BaseException:
-        return could_not_connect(self.name(), self.db._pool_options.timeout,
-                                 cause)
 
     # -- On a wrapped connection ----------------------------------------------
 
