@@ -2,17 +2,11 @@
 slots work under way holds, and who waits. One lock, no I/O, no peewee, no
 threads (docs/design.rst, rules 1, 2 and 7).
 
-Every change of a connection's place happens here, under ``lock``. What
-needs I/O (opening, closing, pinging, resetting) leaves as a job
-(jobs.py); its slot stays reserved until the job publishes its result back
-here, so ``idle + in use + reserved`` never exceeds ``max_connections``.
-Methods a face calls hand their jobs to ``dispatch`` once the lock is
-released; methods a job calls to publish its result return the follow-ups
-to the worker that runs it.
-
-Where a connection goes when it comes free (a check-in, a new connection, a
-ping that passed): ``_give_back``, the one place a connection is handed to
-a waiter, the first in line (rule 2).
+What needs I/O leaves as a job (jobs.py), its slot reserved until the job
+publishes its result back here. Methods a face calls hand their jobs to
+``dispatch`` once the lock is released; methods a job calls return the
+follow-ups to the worker that runs it. ``_give_back`` is the one place a
+connection that comes free is handed to a waiter, the first in line.
 """
 import heapq
 import math
@@ -32,9 +26,6 @@ from .slots import Slots
 from .stats import Counters
 from .waiting import Waiter, WaitQueue
 
-Dispatch = Callable[[Jobs], None]
-
-
 class Ledger:
     """The bookkeeping of one pool. Each method that changes the books
     takes ``lock``, except the primitives that sweeps.py and
@@ -43,7 +34,7 @@ class Ledger:
     over_a_lowered_maximum, tell_watchers)."""
 
     def __init__(self, options: PoolOptions, events: PoolEvents,
-                 dispatch: Dispatch) -> None:
+                 dispatch: Callable[[Jobs], None]) -> None:
         self.options = options
         self.dispatch = dispatch     # jobs to the workers, lock released
         # Reentrant: close_all() may run in a signal handler that
@@ -88,9 +79,9 @@ class Ledger:
     def take_idle(self, owner: Optional[Owner], now: float
                   ) -> Optional[PoolConnection]:
         """The oldest idle connection, now checked out by ``owner``; None if
-        there is none (then ``queue`` a waiter)."""
+        there is none (then ``queue`` a waiter). The hot path: the heap's
+        list itself, and _lend inlined."""
         with self.lock:
-            # The hot path: the heap's list itself, and _lend inlined.
             entries = self.idle.entries
             if not entries or self.draining:
                 return None
@@ -162,27 +153,20 @@ class Ledger:
     def give_up(self, waiter: Waiter, now: float,
                 timed_out: Optional[Callable[[BaseException], BaseException]]
                 ) -> Tuple[bool, Optional[BaseException]]:
-        """The waiter's own side gives up: its deadline passed, or (with
-        ``timed_out`` None) an exception interrupted its wait. Returns
-        (abandoned?, the error to raise for a deadline). Not abandoned: it
-        was handed or failed meanwhile, and its ``record`` or ``error`` says
-        with what. At its deadline a waiter gives up whatever it waited
-        for, a connect under way included (rule 9): a connection that comes
-        later goes to the next waiter or the heap. The error says what it
-        waited for, or, while connects fail, is
-        ``timed_out(the connect error)`` (could not connect)."""
+        """The waiter's side gives up: its deadline passed, whatever it
+        waited for (rule 9), or (``timed_out`` None) an exception ended its
+        wait. Returns (abandoned?, the error to raise at a deadline: what
+        it waited for, or ``timed_out(connect error)`` while connects
+        fail). Not abandoned: it was settled first (``record``/``error``)."""
         with self.lock:
             if waiter.state != 'waiting':
                 return False, None
-            # What was on its way to it: the connects under way cover the
-            # first waiters, then connections out for a ping or reset.
             awaited = awaited_phrase(
                 self.waiters.position(waiter), self.slots.coming, now,
                 [job.started for job in self.slots.opening
                  if not job.overdue])
             waiter.abandon()
-            self.waiters.remove(waiter)
-            self.counters.wait_seconds += now - waiter.since
+            self.waiters.leave(waiter, now, self.counters)
             if timed_out is None:
                 return True, None
             self.counters.timed_out()
@@ -204,10 +188,9 @@ class Ledger:
             return self.last_usable(record, now, 1)
 
     def retire(self, record: PoolConnection, ping: bool = False) -> None:
-        """A checked-out connection failed its checks at checkout: a worker
-        replaces it (or, ``ping``: its socket has something to say, pings
-        it and puts it back, or replaces it). Nothing if the pool took it
-        back meanwhile (close_all, close_stale)."""
+        """A connection failed its checks at checkout: a worker replaces it
+        (``ping``: its socket has something to say: pings it, then keeps or
+        replaces it). Nothing if the pool took it back meanwhile."""
         with self.lock:
             if self.untake(record.key) is None:
                 return
@@ -226,9 +209,9 @@ class Ledger:
     def checkin(self, key: Any, reusable: bool, now: float) -> None:
         """A checked-out connection comes back: to the first waiter or the
         idle heap; past its age, broken or over a lowered maximum, to a
-        worker that closes it (and opens a replacement)."""
+        worker that closes it (and opens a replacement). The hot path:
+        untake and the counting inlined."""
         with self.lock:
-            # The hot path: untake and the counting inlined.
             record = self.in_use.pop(key, None)
             if record is None:       # closed by the pool while held
                 self.closed_keys.pop(key, None)
@@ -251,11 +234,10 @@ class Ledger:
         self.dispatch([job])
 
     def checkin_to_reset(self, key: Any, now: float) -> None:
-        """A checked-out connection comes back not clean (a transaction
-        left open, a statement cancelled mid-way): out for a reset job, its
-        slot held, and back to the pool once clean (or replaced). The
-        asyncio face's check-in, which so does no I/O in the task checking
-        in (a cancel there can lose nothing)."""
+        """A connection comes back not clean (a transaction open, a
+        statement cancelled mid-way): a reset job cleans it, then back to
+        the pool, or replaced. The asyncio face's check-in: no I/O in the
+        task checking in, so a cancel there can lose nothing."""
         with self.lock:
             record = self.untake(key)
             if record is None:       # closed by the pool while held
@@ -362,36 +344,20 @@ class Ledger:
                     retryable: bool, now: float, margin: float,
                     could_not_connect: Callable[[BaseException],
                                                 BaseException]) -> bool:
-        """A connect attempt failed; True if the job is to retry. A job that
-        gives up frees its slot.
-
-        Who hears of it: an error not worth a retry goes to the first
-        waiter at once; a retryable one to the first waiter that may not
-        wait (timeout=None: the first error surfaces at once); when the
-        job's own deadline comes, every waiter whose deadline is as near
-        (with ``could_not_connect(error)``)."""
+        """A connect attempt failed; True if the job is to retry until its
+        deadline. The waiters hear of it as WaitQueue.connect_failed says.
+        A job that gives up frees its slot."""
         with self.lock:
             self.slots.settle(job)    # a retry is a new attempt, on its way
             self.failing = error
             self.counters.connect_failed()
-            current = job.current
-            if current:
-                for waiter in self.waiters:
-                    if not retryable or waiter.deadline is None:
-                        self._fail(waiter, error, now)
-                        break
-            if retryable and current:
-                # Waiters whose time is up (some may have waited on past
-                # it for this connect: see give_up) hear that the pool
-                # could not connect.
-                for waiter in list(self.waiters):
-                    if (waiter.deadline is not None
-                            and waiter.deadline <= now + margin):
-                        self._fail(waiter, could_not_connect(error), now)
-                        self.counters.timed_out()
-            deadline = job.deadline
-            if (retryable and current and deadline is not None
-                    and now + margin < deadline):
+            if not job.current:
+                retryable = False
+            else:
+                self.waiters.connect_failed(error, retryable, now, margin,
+                                            self.counters, could_not_connect)
+            if (retryable and job.deadline is not None
+                    and now + margin < job.deadline):
                 return True
             self.slots.opening.remove(job)
             # No refill right after a failure (a connect that cannot work
@@ -399,12 +365,6 @@ class Ledger:
             jobs = self.start_for_waiters(now)
         self.dispatch(jobs)
         return False
-
-    def _fail(self, waiter: Waiter, error: BaseException,
-              now: float) -> None:
-        self.waiters.remove(waiter)
-        self.counters.wait_seconds += now - waiter.since
-        waiter.fail(error)
 
     def open_cancelled(self, job: OpenConnection, now: float) -> Jobs:
         """An open job that will not run (its pool was closed)."""

@@ -15,9 +15,10 @@ threads (a lock released to wake it); the asyncio face's waiter is a
 future. The bookkeeping sees only this interface.
 """
 import threading
-from typing import Deque, List, Optional
+from typing import Callable, Deque, List, Optional
 
 from .records import Owner, PoolConnection
+from .stats import Counters
 
 WAITING, HANDED, FAILED, ABANDONED = 'waiting', 'handed', 'failed', \
     'abandoned'
@@ -118,6 +119,34 @@ class WaitQueue(Deque[Waiter]):
 
     def position(self, waiter: Waiter) -> int:
         return self.index(waiter)
+
+    def leave(self, waiter: Waiter, now: float, counters: Counters) -> None:
+        """Out of the line (a waiter in it), its wait counted."""
+        self.remove(waiter)
+        counters.wait_seconds += now - waiter.since
+
+    def connect_failed(self, error: BaseException, retryable: bool,
+                       now: float, margin: float, counters: Counters,
+                       could_not_connect: Callable[[BaseException],
+                                                   BaseException]) -> None:
+        """A connect for the waiters failed: who hears of it. An error not
+        worth a retry goes to the first waiter at once; a retryable one to
+        the first that may not wait (timeout=None: the first error surfaces
+        at once); and every waiter whose deadline comes within ``margin``
+        hears that the pool could not connect (``could_not_connect``)."""
+        for waiter in self:
+            if not retryable or waiter.deadline is None:
+                self.leave(waiter, now, counters)
+                waiter.fail(error)
+                break
+        if not retryable:
+            return
+        for waiter in list(self):
+            if (waiter.deadline is not None
+                    and waiter.deadline <= now + margin):
+                self.leave(waiter, now, counters)
+                waiter.fail(could_not_connect(error))
+                counters.timed_out()
 
     def take_all(self) -> List[Waiter]:
         waiters = list(self)
