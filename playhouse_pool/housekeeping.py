@@ -64,9 +64,15 @@ class Housekeeping:
     def probe_idle(self) -> None:
         """Idle connections whose socket has something to say (the server
         closed them, most likely): a worker pings each, then keeps or
-        replaces it."""
-        self._send_idle_out(
-            lambda r: r.probe is not None and r.probe.readable())
+        replaces it. The polls run outside the lock (rule 1); one that
+        was checked out meanwhile stays with its holder."""
+        ledger = self.ledger
+        with ledger.lock:
+            idle = [r for r in ledger.idle if r.probe is not None]
+        readable = {id(r) for r in idle
+                    if r.probe is not None and r.probe.readable()}
+        if readable:
+            self._send_idle_out(lambda r: id(r) in readable)
 
     def keepalive_due(self, now: float, ping_after: float) -> None:
         """Idle connections that sat idle for ``ping_after``: out of the

@@ -388,7 +388,7 @@ class Ledger:
 
     def checked(self, job: Job, usable: bool, now: float) -> Jobs:
         """A connection out for a ping or a reset came back: to the pool if
-        it is usable, else replaced."""
+        it is usable (and not recycled meanwhile), else replaced."""
         with self.lock:
             self.slots.settle(job)
             record = job.record
@@ -396,7 +396,8 @@ class Ledger:
             del self.slots.out[record.key]
             if not job.current:
                 return [self.close_taken(record)]
-            if usable and not self.over_a_lowered_maximum(1):
+            if (usable and not record.recycled
+                    and not self.over_a_lowered_maximum(1)):
                 record.returned = now
                 self._give_back(record, now)
                 return []

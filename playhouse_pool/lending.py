@@ -239,14 +239,22 @@ class Lender:
                             self.opener, self.submit, self.watchdog)
             workers.submit(jobs)
 
-    def stop(self) -> None:
+    def stop(self, keep_watch: bool = False) -> Optional[Housekeeper]:
+        """Stop the workers and the housekeeper; with ``keep_watch``, the
+        housekeeper goes on with only the watchdog's check, and is returned
+        for the caller to stop once its own I/O is done (close_all)."""
         with self.start_lock:
             workers, self.workers = self.workers, None
             housekeeper, self.housekeeper = self.housekeeper, None
         if workers is not None:
             workers.stop()
-        if housekeeper is not None:
-            housekeeper.stop()
+        if housekeeper is None:
+            return None
+        if keep_watch:
+            housekeeper.watch_only()
+            return housekeeper
+        housekeeper.stop()
+        return None
 
     def wake_housekeeper(self) -> None:
         if self.housekeeper is not None:

@@ -358,9 +358,11 @@ class PooledDatabase(recovery.StatementWatch):
         return self._close_taken(self._sweeps.take_back_older(cutoff))
 
     def _close_taken(self, records: List[PoolConnection]) -> int:
-        for record in records:
-            self._opener.close(record)
-        self._sweeps.closed_by_caller(len(records))
+        try:
+            for record in records:
+                self._opener.close(record)
+        finally:                # their slots, even if interrupted
+            self._sweeps.closed_by_caller(len(records))
         return len(records)
 
     def recycle(self) -> int:

@@ -26,6 +26,7 @@ from typing import Any, List, Optional, Protocol
 from .lending import Lender
 from .ledger import Ledger
 from .opening import Opener
+from .records import PoolConnection
 from .sweeps import Sweeps
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -78,18 +79,28 @@ def close_all(db: Closable, wait: float) -> int:
 def _shut_down(db: Closable, own_key: Any, caller: Optional[threading.Thread],
                deferred: bool, wait: float) -> int:
     sweeps, opener = db._sweeps, db._opener
-    db._lender.stop()
-    records, own = sweeps.shut_down(own_key, caller, deferred, bool(wait))
-    records = list(records)
+    # The housekeeper stays, watching only: the drain's check-ins and the
+    # closes below are bounded too (rule 9).
+    watching = db._lender.stop(keep_watch=True)
+    records: List[PoolConnection] = []
     try:
-        if wait:
-            ledger = db._ledger
-            db._lender.wait_until(lambda: ledger.in_use.keys() <= own, wait)
-    finally:                # even if the drain is interrupted
-        records += sweeps.finish(own, bool(wait))
-        for record in records:
-            opener.close(record)
-        sweeps.closed_by_caller(len(records))
+        taken, own = sweeps.shut_down(own_key, caller, deferred, bool(wait))
+        records += taken
+        try:
+            if wait:
+                ledger = db._ledger
+                db._lender.wait_until(lambda: ledger.in_use.keys() <= own,
+                                      wait)
+        finally:                # even if the drain is interrupted
+            records += sweeps.finish(own, bool(wait))
+            try:
+                for record in records:
+                    opener.close(record)
+            finally:
+                sweeps.closed_by_caller(len(records))
+    finally:
+        if watching is not None:
+            watching.stop()
     return len(records)
 
 

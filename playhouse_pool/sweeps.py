@@ -57,14 +57,15 @@ class Sweeps:
 
     def recycle(self, now: float) -> int:
         """Every connection is to be replaced: idle ones now, checked-out
-        ones at check-in, connects under way when they land. Returns how
-        many."""
+        ones at check-in, those out for a ping or a reset when they come
+        back, connects under way when they land. Returns how many."""
         ledger = self.ledger
         with ledger.lock:
-            for record in ledger.in_use.values():
+            out = ledger.slots.out.values()
+            for record in (*ledger.in_use.values(), *out):
                 record.recycle()
             idle = ledger.idle.take_all()
-            count = len(idle) + len(ledger.in_use) + len(
+            count = len(idle) + len(ledger.in_use) + len(out) + len(
                 ledger.slots.opening)
             ledger.counters.recycled += count
             ledger.recycled_at = now

@@ -157,6 +157,13 @@ class Housekeeper(threading.Thread):
         self._watchdog = watchdog
         self._wake = threading.Event()
         self._stopped = False
+        self._watch_only = False
+
+    def watch_only(self) -> None:
+        """From now on, only the watchdog's check: close_all()'s own closes
+        and drain are bounded too, with the pool's work stopped."""
+        self._watch_only = True
+        self._wake.set()
 
     def wake(self) -> None:
         """Plan again now (the options or the pool changed)."""
@@ -176,9 +183,10 @@ class Housekeeper(threading.Thread):
             try:
                 now = time.monotonic()
                 self._watchdog.check(now, housekeeping.sweeps.overdue)
-                interval = min(housekeeping.run_round(now),
-                               max(self._watchdog.next_check
-                                   - time.monotonic(), MIN_TICK))
+                interval = min(max(self._watchdog.next_check
+                                   - time.monotonic(), MIN_TICK), MAX_TICK)
+                if not self._watch_only:
+                    interval = min(housekeeping.run_round(now), interval)
             except Exception:
                 logger.exception('playhouse_pool housekeeping failed.')
                 interval = MAX_TICK

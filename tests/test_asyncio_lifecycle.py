@@ -10,6 +10,8 @@ import pytest
 
 from aio_backends import (aio_backend, aio_server_backend,  # noqa: F401
                           eventually, idle_unclean, settled)
+from peewee import InterfaceError
+
 from playhouse_pool import PoolClosedError
 
 pytestmark = pytest.mark.asyncio
@@ -244,15 +246,55 @@ async def test_close_pool_waits_for_a_running_task_then_closes(
         async with db:
             held.set()
             await release.wait()
+            # Under way when close_pool() began: it goes on to its end.
+            return (await db.aexecute_sql('SELECT 5')).fetchone()[0]
 
     task = asyncio.ensure_future(holder())
     await held.wait()
     closing = asyncio.ensure_future(db.close_pool())
-    await asyncio.sleep(0.05)
+    await eventually(lambda: db._closing)
+    with pytest.raises(InterfaceError):      # a new checkout is refused
+        await asyncio.ensure_future(db.aconnect())
     assert not closing.done()
     release.set()
-    await asyncio.gather(task, closing)
+    assert await task == 5
+    await closing
     assert db.pool_stats()['open'] == 0
+
+
+async def test_close_all_cancelled_while_it_closes_still_frees_every_slot(
+        aio_backend):
+    db = aio_backend.make_db(max_connections=2, min_connections=0,
+                             timeout=10)
+    await warm(db, 2)
+    closing_started, finish = asyncio.Event(), asyncio.Event()
+    original = db._close_async
+
+    async def slow_close(conn):
+        closing_started.set()
+        await finish.wait()
+        await original(conn)
+
+    db._close_async = slow_close
+    closing = asyncio.ensure_future(db.close_all())
+    await closing_started.wait()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    finish.set()
+    # The closes run to their end, and their slots come free.
+    await eventually(lambda: db._lender.ledger.slots.closing == 0,
+                     what='the slots of the closed connections')
+    db._close_async = original
+    if aio_backend.server != 'sqlite':
+        await eventually(lambda: not aio_backend.server_ids())
+    stats = db.pool_stats()
+    assert (stats['open'], stats['closed']) == (0, 2)
+
+    async def query():
+        async with db:
+            return (await db.aexecute_sql('SELECT 4')).fetchone()[0]
+    assert await asyncio.gather(query(), query()) == [4, 4]
 
 
 async def test_recycle_replaces_every_connection_while_serving(

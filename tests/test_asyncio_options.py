@@ -147,6 +147,25 @@ async def test_with_ping_after_0_a_checkout_pings_its_connection(
     await db.aclose()
 
 
+async def test_with_ping_after_0_a_connection_handed_at_its_deadline_still_gets_its_ping(  # noqa: E501
+        aio_server_backend):
+    # A waiter may be handed a connection as its deadline passes: the
+    # checkout's ping still gets a moment, and a healthy connection is kept.
+    db = aio_server_backend.make_db(max_connections=1, ping_after=0,
+                                    timeout=10)
+    async with db:
+        await db.aexecute_sql('SELECT 1')
+    lender = db._lender
+    [record] = list(lender.ledger.idle)
+    now = time.monotonic()
+    taken = lender.ledger.take_idle(None, now)
+    assert taken is record
+    assert await lender._ping(record, now, deadline=now - 0.001) is True
+    lender.ledger.checkin(record.key, True, time.monotonic())
+    stats = db.pool_stats()
+    assert (stats['io_timeouts'], stats['closed'], stats['idle']) == (0, 0, 1)
+
+
 async def test_a_connect_to_a_silent_host_ends_at_the_timeout_and_the_pool_recovers(  # noqa: E501
         tmp_path):
     _require(AsyncpgBackend)

@@ -9,6 +9,7 @@ import asyncio
 import sys
 import types
 
+import peewee
 import pytest
 
 from conftest import (MYSQL_URL, POSTGRES_URL, MySQLBackend, Psycopg2Backend,
@@ -18,8 +19,10 @@ from playhouse_pool.benchmark import (aio_pools, aio_scenarios, cli,
 from playhouse_pool.benchmark.target import Target
 from test_benchmark import by_id, run_json
 
-pwasyncio = pytest.importorskip('playhouse.pwasyncio',
-                                reason='peewee 4 has pwasyncio')
+pwasyncio = pytest.importorskip(
+    'playhouse.pwasyncio',
+    reason='--asyncio needs playhouse.pwasyncio, which is peewee 4+ '
+           '(this is %s)' % peewee.__version__)
 
 
 @pytest.fixture

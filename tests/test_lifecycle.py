@@ -431,3 +431,31 @@ def test_close_all_stops_the_workers_and_the_next_checkout_restarts(backend):
         assert db.execute_sql('SELECT 1').fetchone()[0] == 1
     housekeeper = db._lender.housekeeper
     assert housekeeper is not None and housekeeper.is_alive()
+
+
+def test_recycle_replaces_a_connection_out_for_its_keepalive_ping(
+        server_backend):
+    db = server_backend.make_db(max_connections=1, min_connections=1,
+                                ping_after=0.1, timeout=10)
+    pinging, answer = threading.Event(), threading.Event()
+    original = db._ping
+
+    def held_ping(conn):
+        pinging.set()
+        answer.wait(10)
+        return original(conn)
+
+    with db.connection_context():
+        db.execute_sql('SELECT 1')
+    before = server_backend.server_ids()
+    db._ping = held_ping
+    assert pinging.wait(10), 'no keepalive ping'
+    assert db.recycle() == 1         # the one out for its ping
+    answer.set()
+    wait_until(lambda: server_backend.server_ids()
+               and not (server_backend.server_ids() & before),
+               what='the pinged connection to be replaced')
+    del db._ping
+    with db.connection_context():
+        assert db.execute_sql('SELECT 2').fetchone()[0] == 2
+    assert db.pool_stats()['recycled'] == 1

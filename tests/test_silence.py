@@ -9,6 +9,8 @@ and delivers no byte either way until ``hang(False)``, as a route that
 vanished and came back (TCP's retransmissions then deliver what waited).
 """
 import contextlib
+import os
+import socket
 import threading
 import time
 
@@ -17,7 +19,8 @@ import pytest
 
 import playhouse_pool as pp
 import playhouse_pool._options
-from conftest import DATABASE_ERRORS, run_threads, settled, wait_until
+from conftest import (DATABASE_ERRORS, MySQLBackend, Psycopg2Backend,
+                      _backend, run_threads, settled, wait_until)
 
 TIMEOUT = 2.0
 # However late the machine runs the pool's threads, a request that times out
@@ -280,3 +283,39 @@ def test_a_waiter_gives_up_at_its_deadline_while_its_connect_is_under_way(
     finally:
         db.release.set()
         db.close_all()
+
+
+@pytest.fixture(params=[Psycopg2Backend, MySQLBackend],
+                ids=[Psycopg2Backend.name, MySQLBackend.name])
+def socket_backend(request, tmp_path):
+    yield from _backend(request.param, tmp_path)
+
+
+def test_close_all_ends_a_close_that_blocks_at_the_deadline(socket_backend):
+    # A close that waits on its host (as a driver's goodbye into a full
+    # send buffer to a silent host would): close_all() stops the pool's
+    # work first, and its own closes still end at the deadline.
+    db = socket_backend.make_db(max_connections=1, timeout=TIMEOUT)
+    with db.connection_context():
+        db.execute_sql('SELECT 1')
+    original = db._close
+
+    def blocking_close(conn):
+        fd = db._fileno(conn)
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.settimeout(30)
+            sock.recv(1)             # the server says nothing: blocks
+        original(conn)
+
+    db._close = blocking_close
+    began = time.monotonic()
+    assert db.close_all() == 1
+    took = time.monotonic() - began
+    assert TIMEOUT - 0.05 <= took <= TIMEOUT + SLACK, took
+    stats = db.pool_stats()
+    assert (stats['io_timeouts'], stats['open'], db._reserved) == (1, 0, 0)
+    wait_until(lambda: not socket_backend.server_ids(),
+               what='the server to see the connection closed')
+    del db._close
+    with db.connection_context():
+        assert db.execute_sql('SELECT 3').fetchone()[0] == 3

@@ -33,7 +33,7 @@ from ..events import PoolEvents
 from ..housekeeping import Housekeeping
 from ..jobs import Jobs
 from ..ledger import Ledger
-from ..lending import _caller_stack
+from ..lending import SHORTEST_PING, _caller_stack
 from ..records import PoolConnection
 from ..stats import Counters
 from ..waiting import WAITING
@@ -280,8 +280,8 @@ class AsyncLender:
         too; a connection that fails it, or whose task is cancelled during
         it, is replaced."""
         seconds = self.opener.seconds()
-        if deadline is not None:
-            seconds = max(min(seconds, deadline - now), 0.0)
+        if deadline is not None:      # at its deadline, still a moment
+            seconds = min(seconds, max(deadline - now, SHORTEST_PING))
         try:
             alive = await self.opener.ping(record, seconds)
         except BaseException:
@@ -389,9 +389,17 @@ class AsyncLender:
                                       wait)
         finally:                # even if the drain is cancelled
             records += sweeps.finish(own, bool(wait))
-            await asyncio.gather(*(self.opener.close(r) for r in records))
-            sweeps.closed_by_caller(len(records))
+            # A task of its own frees the slots once every close has ended
+            # (each bounded, rule 9), even if this call is cancelled.
+            await asyncio.shield(asyncio.ensure_future(
+                self._close_each(records)))
         return len(records)
+
+    async def _close_each(self, records: List[PoolConnection]) -> None:
+        try:
+            await asyncio.gather(*(self.opener.close(r) for r in records))
+        finally:
+            self.sweeps.closed_by_caller(len(records))
 
     def forget(self) -> List[PoolConnection]:
         """Its loop is gone: every connection it knows of, for the caller

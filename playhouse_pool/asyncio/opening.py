@@ -2,7 +2,8 @@
 loop, through the database's per-driver hooks (backends.py): the jobs'
 I/O side for the asyncio face (``jobs.ConnectionIO``, its methods
 coroutines). Every piece of I/O has a deadline (docs/design.rst, rule 9):
-the pool's ``timeout``, else ``IO_TIMEOUT``; one that passes it is counted
+``io_seconds``, as for threads (``timeout`` kept between 2 and 10 s, 10 s
+without one); one that passes it is counted
 in ``pool_stats()['io_timeouts']``, and a close cut short aborts the
 connection without waiting. Messages name the database without a secret.
 """
@@ -26,10 +27,6 @@ logger = logging.getLogger('playhouse_pool')
 # in a transaction or mid-statement (a reset job cleans it), or replaced.
 CLEAN, DIRTY, BROKEN = 'clean', 'dirty', 'broken'
 
-# The deadline of the pool's own I/O when the pool has no timeout (None,
-# or 0: checkouts wait forever): pwasyncio's acquire_timeout default.
-IO_TIMEOUT = 10.0
-
 T = TypeVar('T')
 
 
@@ -50,13 +47,23 @@ class AsyncHooks(Protocol):
 
 
 async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
-    """``awaitable`` within ``seconds``, else ``asyncio.TimeoutError``.
-    (Before 3.11, ``wait_for``, which may swallow a cancel that races the
-    result: tolerable for the pool's own jobs, which nothing cancels.)"""
+    """``awaitable`` within ``seconds``, else ``asyncio.TimeoutError``. A
+    cancel of the caller always ends it with CancelledError: before 3.11,
+    no ``wait_for`` (which may swallow a cancel that races the result),
+    but a task of its own, cancelled if the caller is or time runs out."""
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise asyncio.TimeoutError()
+    return task.result()
 
 
 class Liveness:
@@ -85,8 +92,9 @@ class AsyncOpener(DatabaseNames):
         self._io_timed_out = io_timed_out
 
     def seconds(self) -> float:
-        """The deadline of one piece of the pool's own I/O."""
-        return self.db._pool_options.timeout or IO_TIMEOUT
+        """The deadline of one piece of the pool's own I/O (the thread
+        face's, ``PoolOptions.io_seconds``)."""
+        return self.db._pool_options.io_seconds
 
     # -- ConnectionIO ---------------------------------------------------------
 
@@ -169,7 +177,8 @@ class AsyncOpener(DatabaseNames):
                                  % self.describe(exc)) from exc
 
     async def _close(self, conn: Any) -> None:
-        """Close it within the deadline, else abort it; never raises."""
+        """Close it within the deadline, else abort it; raises nothing but
+        a cancel (after aborting the connection)."""
         raw = conn.conn
         if raw is None:
             return
@@ -181,6 +190,12 @@ class AsyncOpener(DatabaseNames):
         except Exception:
             logger.debug('Error closing connection %x.', id(conn),
                          exc_info=True)
+        except BaseException:
+            self._abort(conn, raw)
+            raise
+        self._abort(conn, raw)
+
+    def _abort(self, conn: Any, raw: Any) -> None:
         try:
             self.db._abort(raw)
         except Exception:

@@ -108,14 +108,16 @@ class AsyncPooledDatabase:
     async def aconnect(self) -> Any:
         """pwasyncio's: the task's connection, checked out if it has none
         (or its own died). The task lets go of a dead connection before
-        anything can fail, so that it is never released twice."""
-        if self._closing:
-            raise InterfaceError('Database pool is shutting down.')
+        anything can fail, so that it is never released twice. While
+        close_pool() drains, a task that holds a connection goes on with
+        it; a new checkout is refused."""
         state = self._state
         conn = state.conn
+        if conn is not None and not conn.stale():
+            return conn
+        if self._closing:
+            raise InterfaceError('Database pool is shutting down.')
         if conn is not None:
-            if not conn.stale():
-                return conn
             state.drop_connection()
             self._bound().checkin(conn)
         # The lender's checkout awaited here, not through
