@@ -124,11 +124,15 @@ class Ledger:
     def _enqueue(self, waiter: Waiter, now: float) -> Jobs:
         options = self.options
         jobs: Jobs = []
+        slots = self.slots
         # What is already on its way covers the waiters in order; beyond
-        # that, a connect of their own if a slot is free; else only a
-        # check-in can serve this one.
-        if len(self.waiters) >= self.slots.coming:
-            if self.free_slots() > 0 and not self.slots.shrinking:
+        # that, a connect of their own if a slot is free (none while every
+        # slot is checked out: the busy pool's case, decided first); else
+        # only a check-in can serve this one.
+        if len(self.waiters) >= slots.coming:
+            if (not (slots.limit is not None
+                     and len(self.in_use) >= slots.limit)
+                    and self.free_slots() > 0 and not slots.shrinking):
                 jobs.append(self._open(waiter.deadline, now))
             elif waiter.deadline is None:
                 self.counters.timed_out()

@@ -58,7 +58,10 @@ class TaskStates(_ConnectionState):
         holds, if it is this task's (the common case: every property of
         the state, several times per statement, comes here); else
         pwasyncio's own lookup, which registers the task."""
-        task = current_task()
+        # current_task(), inlined where it is Python (before 3.12).
+        task = (_current_tasks.get(_running_loop())  # type: ignore
+                if current_task is _current_task_in_python
+                else current_task())
         try:
             state = self._cv.get()
         except LookupError:
