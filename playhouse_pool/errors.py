@@ -43,6 +43,7 @@ class Holder(NamedTuple):
     seconds: float          # held for
     thread: str             # the holder's thread name ('?' if shared)
     site: Optional[str]     # its checkout's call site (with leak_timeout)
+    kind: str = 'thread'    # 'task' on the asyncio face
 
 
 class DryPool(NamedTuple):
@@ -65,7 +66,7 @@ def dry_pool(max_connections: Optional[int], idle: int, in_use: Iterable[Any],
                               key=lambda r: r.checked_out)
     return DryPool(
         max_connections, idle + len(held), len(held), waiting,
-        [Holder(now - r.checked_out, r.holder, r.call_site)
+        [Holder(now - r.checked_out, r.holder, r.call_site, r.holder_kind)
          for r in longest], sites_recorded)
 
 
@@ -125,7 +126,7 @@ def pool_exhausted(why: str, waited: float,
 
 
 def _holder(holder: Holder) -> str:
-    text = '%.3fs by thread %r' % (holder.seconds, holder.thread)
+    text = '%.3fs by %s %r' % (holder.seconds, holder.kind, holder.thread)
     if holder.site is not None:
         text += ', checked out at %s' % holder.site
     return text

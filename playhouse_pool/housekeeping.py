@@ -158,8 +158,8 @@ class Housekeeping:
 def _report_leaks(leaked: List[PoolConnection], leak_timeout: float) -> None:
     for record in leaked:
         logger.warning(
-            'Connection %s has been checked out by thread %r for over '
+            'Connection %s has been checked out by %s %r for over '
             '%.3gs (leak_timeout); checked out at:\n%s', record.key,
-            record.holder, leak_timeout,
+            record.holder_kind, record.holder, leak_timeout,
             ''.join(traceback.format_list(record.stack or []))
             or '(stack not recorded)\n')

@@ -21,7 +21,7 @@ from .events import PoolEvents
 from .idle import IdleHeap
 from .jobs import (CloseConnection, Job, Jobs, OpenConnection,
                    PingConnection, ReplaceConnection, ResetConnection)
-from .records import Owner, PoolConnection
+from .records import Owner, PoolConnection, owner_kind
 from .slots import Slots
 from .stats import Counters
 from .waiting import Waiter, WaitQueue
@@ -143,9 +143,9 @@ class Ledger:
                   and len(self.waiters) >= options.max_waiting):
                 self.counters.timed_out()
                 raise pool_exhausted(
-                    'max_waiting=%d threads are already waiting'
-                    % options.max_waiting, now - waiter.since,
-                    self._dry(now))
+                    'max_waiting=%d %ss are already waiting'
+                    % (options.max_waiting, owner_kind(waiter.owner)),
+                    now - waiter.since, self._dry(now))
         self.waiters.append(waiter)
         return jobs
 

@@ -31,6 +31,12 @@ class Owner(Protocol):
     def is_alive(self) -> bool: ...
 
 
+def owner_kind(owner: Optional[Owner]) -> str:
+    """What an owner is called in messages: 'thread' (a ``threading.Thread``,
+    or none: shared by threads), or its own ``kind`` ('task')."""
+    return getattr(owner, 'kind', 'thread')
+
+
 class PoolConnection:
     """One connection's life in the pool."""
     __slots__ = ('conn', 'key', 'opened', 'draw', 'connect_seconds',
@@ -92,6 +98,11 @@ class PoolConnection:
     def holder(self) -> str:
         """The name of the thread (or task) holding it, '?' if shared."""
         return self.owner.name if self.owner is not None else '?'
+
+    @property
+    def holder_kind(self) -> str:
+        """'thread', or 'task' for the asyncio face's owners."""
+        return owner_kind(self.owner)
 
     @property
     def call_site(self) -> Optional[str]:

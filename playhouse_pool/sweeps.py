@@ -322,5 +322,6 @@ class Sweeps:
 
 def _log_reclaimed(records: List[PoolConnection]) -> None:
     for record in records:
-        logger.warning('Reclaimed connection %s from thread %r, which ended '
-                       'without closing it.', record.key, record.holder)
+        logger.warning('Reclaimed connection %s from %s %r, which ended '
+                       'without closing it.', record.key, record.holder_kind,
+                       record.holder)

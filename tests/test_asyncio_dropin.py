@@ -150,6 +150,7 @@ async def test_a_checkout_that_times_out_is_both_max_connections_exceeded_and_op
         await db.aclose()
 
     task = asyncio.ensure_future(hold())
+    task.set_name('holder-task')
     await holder.wait()
     with pytest.raises(aio.PoolTimeout) as timed_out:
         await db.aconnect()
@@ -158,6 +159,7 @@ async def test_a_checkout_that_times_out_is_both_max_connections_exceeded_and_op
     assert isinstance(timed_out.value, OperationalError)
     message = str(timed_out.value)
     assert 'timed out' in message and 'max_connections=1' in message
+    assert "by task 'holder-task'" in message      # a task, not a thread
     assert db.pool_stats()['timeouts'] == 1
     done.set()
     await task

@@ -177,6 +177,7 @@ async def test_a_task_that_ends_holding_a_connection_has_it_reclaimed(
         await eventually(lambda: db.pool_stats()['idle'] == 1)
     stats = db.pool_stats()
     assert (stats['reclaimed'], stats['in_use']) == (1, 0)
+    assert 'from task ' in caplog.text
     assert 'ended without closing it' in caplog.text
     assert (await db.aexecute_sql('SELECT 2')).fetchone()[0] == 2
     await db.aclose()

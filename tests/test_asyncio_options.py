@@ -130,6 +130,7 @@ async def test_a_connection_held_past_leak_timeout_is_reported_with_its_call_sit
         await eventually(lambda: 'leak_timeout' in caplog.text,
                          what='the leak report')
     assert 'test_asyncio_options.py' in caplog.text
+    assert 'checked out by task ' in caplog.text
     await db.aclose()
 
 

@@ -153,7 +153,7 @@ async def test_beyond_max_waiting_a_task_is_turned_away_at_once(
 
     with pytest.raises(aio.PoolTimeout) as refused:
         await asyncio.ensure_future(one_more())
-    assert 'max_waiting=1' in str(refused.value)
+    assert 'max_waiting=1 tasks are already waiting' in str(refused.value)
     await db.aclose()
     await waiting
 

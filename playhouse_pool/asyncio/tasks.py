@@ -30,6 +30,7 @@ class TaskOwner:
     messages and leak reports) and whether it ``is_alive()`` (not done;
     the housekeeper's scan for dead holders). One per checkout."""
     __slots__ = ('task',)
+    kind = 'task'               # in messages: "held by task 'Task-3'"
 
     def __init__(self, task: Optional['asyncio.Task[Any]']) -> None:
         assert task is not None     # pwasyncio's hooks run in a task
