@@ -68,9 +68,9 @@ class Housekeeping:
         was checked out meanwhile stays with its holder."""
         ledger = self.ledger
         with ledger.lock:
-            idle = [r for r in ledger.idle if r.probe is not None]
-        readable = {id(r) for r in idle
-                    if r.probe is not None and r.probe.readable()}
+            probes = [(r, r.probe) for r in ledger.idle
+                      if r.probe is not None]
+        readable = {id(r) for r, probe in probes if probe.readable()}
         if readable:
             self._send_idle_out(lambda r: id(r) in readable)
 

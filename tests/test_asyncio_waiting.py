@@ -30,16 +30,22 @@ async def queue_up(db, count, body):
     return tasks
 
 
+def noting_the_first(db, first, served):
+    """A request body that notes (its index, whether it was handed the
+    connection ``first``) in ``served``."""
+    async def request(index):
+        await db.aconnect()
+        served.append((index, db._state.conn is first))
+        await db.aclose()
+    return request
+
+
 async def test_waiting_tasks_are_served_in_arrival_order(aio_backend):
     db = aio_backend.make_db(max_connections=1, timeout=10)
     await db.aconnect()
     first = db._state.conn
     served = []
-
-    async def request(index):
-        await db.aconnect()
-        served.append((index, db._state.conn is first))
-        await db.aclose()
+    request = noting_the_first(db, first, served)
 
     tasks = await queue_up(db, 5, request)
     await db.aclose()
@@ -76,11 +82,7 @@ async def test_a_task_handed_a_connection_as_it_is_cancelled_passes_it_on(
     await db.aconnect()
     first = db._state.conn
     served = []
-
-    async def request(index):
-        await db.aconnect()
-        served.append((index, db._state.conn is first))
-        await db.aclose()
+    request = noting_the_first(db, first, served)
 
     tasks = await queue_up(db, 2, request)
     # The hand-off resolves task 0's future; the cancel lands in the same

@@ -36,13 +36,7 @@ TICK = 0.25                 # progress display, seconds
 async def serve(adapter: AsyncAdapter) -> None:
     """One request as a user writes it: check out, query, check in (with
     the error, if the query failed or was cancelled)."""
-    handle = await adapter.checkout()
-    try:
-        await adapter.query(handle)
-    except BaseException as exc:
-        await adapter.checkin(handle, exc)
-        raise
-    await adapter.checkin(handle, None)
+    await timed_serve(adapter)
 
 
 async def timed_serve(adapter: AsyncAdapter) -> float:
